@@ -1,0 +1,4 @@
+from cosy_bench.run import main
+
+if __name__ == "__main__":
+    main()

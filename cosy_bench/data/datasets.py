@@ -1,0 +1,101 @@
+"""Datasets yield PIL RGB images; every dataset has a ``name`` that keys its cached activations.
+
+Unreadable images are skipped with a warning and counted (``ImageFolder.skipped``), not
+fatal: a single corrupt JPEG in 50,000 should not end a paper-scale run.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from torch.utils.data import Dataset
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
+
+
+class ImageFolder(Dataset):
+    """All images under ``root`` (recursively, sorted), optionally a seeded subset of ``limit``."""
+
+    def __init__(self, root: str | None, name: str = "image_folder", limit: int | None = None,
+                 seed: int = 0, config_key: str = "dataset.root"):
+        if root in (None, "", "???"):
+            raise ValueError(f"no image folder given: set {config_key}=/path/to/images "
+                             f"(dataset {name!r})")
+        self.root = Path(os.path.expanduser(str(root)))
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"image folder {str(self.root)!r} does not exist "
+                                    f"(set {config_key}, dataset {name!r})")
+        files = sorted(p for p in self.root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
+        if not files:
+            raise ValueError(f"image folder {str(self.root)!r} holds no images "
+                             f"({', '.join(IMAGE_EXTENSIONS)}) (set {config_key})")
+        if limit is not None and limit < len(files):
+            keep = np.sort(np.random.default_rng(seed).choice(len(files), limit, replace=False))
+            files = [files[i] for i in keep]
+        self.files = files
+        self.name = f"{name}:{self.root.resolve()}:n{len(files)}" + (f":s{seed}" if limit else "")
+        self.skipped: list[str] = []
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> Image.Image | None:
+        return load_image(self.files[i])
+
+
+def load_image(path: str | Path) -> Image.Image | None:
+    """An RGB image, or ``None`` (with a warning) where the file cannot be decoded."""
+    try:
+        with Image.open(path) as im:
+            return im.convert("RGB")
+    except Exception as err:
+        log.warning("skipping unreadable image %s (%s)", path, err)
+        return None
+
+
+class ImageFiles(Dataset):
+    """An explicit list of image files (the synthetic images of a run)."""
+
+    def __init__(self, files: list[Path]):
+        self.files = list(files)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> Image.Image | None:
+        return load_image(self.files[i])
+
+
+class SyntheticControlSet(Dataset):
+    """A deterministic control set of smooth random colour fields with random blobs.
+
+    For smoke runs only: it lets any model/layer run offline; its scores mean nothing.
+    """
+
+    def __init__(self, n: int = 64, size: int = 224, seed: int = 0):
+        if n < 2:
+            raise ValueError(f"dataset.n must be at least 2, got {n}")
+        self.n, self.size, self.seed = n, size, seed
+        self.name = f"synthetic:n{n}:size{size}:s{seed}"
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> Image.Image:
+        rng = np.random.default_rng([self.seed, i])
+        low = rng.uniform(0, 255, size=(4, 4, 3)).astype(np.float32)
+        img = np.asarray(Image.fromarray(low.astype(np.uint8)).resize(
+            (self.size, self.size), Image.BILINEAR), dtype=np.float32)
+        yy, xx = np.mgrid[: self.size, : self.size] / self.size
+        for _ in range(rng.integers(1, 4)):
+            cy, cx, r = rng.uniform(0.2, 0.8), rng.uniform(0.2, 0.8), rng.uniform(0.05, 0.25)
+            inside = (yy - cy) ** 2 + (xx - cx) ** 2 < r**2
+            img[inside] = rng.uniform(0, 255, size=3)
+        img += rng.normal(0, 8, size=img.shape)
+        return Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))

@@ -1,0 +1,168 @@
+"""Text-to-image generation with diffusers pipelines: any pretrained id or local path
+(SDXL, Stable Cascade, ...) and a tiny pipeline built from configs with random weights."""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from cosy_bench.generators.base import Generator
+
+log = logging.getLogger(__name__)
+
+_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+
+
+class DiffusersGenerator(Generator):
+    """A diffusers text-to-image pipeline loaded with ``AutoPipelineForText2Image``.
+
+    ``dtype`` applies on GPU; on CPU the pipeline runs in float32 (half precision is slow or
+    unsupported there). Per-image ``torch.Generator`` objects make image i depend only on
+    its own seed, whatever the batch.
+    """
+
+    def __init__(self, model_id: str, num_inference_steps: int = 50,
+                 guidance_scale: float | None = None, height: int | None = None,
+                 width: int | None = None, dtype: str = "float16", variant: str | None = None,
+                 extra_kwargs: dict | None = None, name: str | None = None):
+        self.model_id = model_id
+        self.num_inference_steps = num_inference_steps
+        self.guidance_scale = guidance_scale
+        self.height, self.width = height, width
+        self.dtype = dtype
+        self.variant = variant
+        self.extra_kwargs = dict(extra_kwargs or {})
+        self.name = name or model_id.replace("/", "--")
+        self.pipe = None
+        self.device = "cpu"
+
+    @property
+    def cache_key(self) -> str:
+        return json.dumps({"name": self.name, "model": self.model_id,
+                           "steps": self.num_inference_steps, "cfg": self.guidance_scale,
+                           "h": self.height, "w": self.width, "extra": self.extra_kwargs},
+                          sort_keys=True)
+
+    def _load(self, dtype: torch.dtype):
+        from diffusers import AutoPipelineForText2Image
+
+        kwargs = {"torch_dtype": dtype}
+        if self.variant:
+            kwargs["variant"] = self.variant
+        try:
+            return AutoPipelineForText2Image.from_pretrained(self.model_id, **kwargs)
+        except Exception as err:
+            raise RuntimeError(
+                f"could not load the diffusers pipeline {self.model_id!r} ({err}). Without "
+                "network access use `generator=tiny` (random weights, for smoke runs) or the "
+                "toy world's `generator=toyworld`; or set generator.model_id to a local folder."
+            ) from err
+
+    def setup(self, device: str = "cpu") -> None:
+        if self.pipe is not None and self.device == device:
+            return
+        self.device = device
+        dtype = _DTYPES[self.dtype] if str(device).startswith("cuda") else torch.float32
+        if self.pipe is None:
+            self.pipe = self._load(dtype)
+            self.pipe.set_progress_bar_config(disable=True)
+        self.pipe.to(device)
+
+    def generate(self, prompts: list[str], seeds: list[int]) -> list[Image.Image]:
+        if self.pipe is None:
+            self.setup(self.device)
+        gens = [torch.Generator(device=self.device).manual_seed(int(s)) for s in seeds]
+        kwargs = dict(self.extra_kwargs)
+        if self.guidance_scale is not None:
+            kwargs["guidance_scale"] = self.guidance_scale
+        if self.height:
+            kwargs["height"] = self.height
+        if self.width:
+            kwargs["width"] = self.width
+        with torch.inference_mode():
+            out = self.pipe(prompt=list(prompts), generator=gens,
+                            num_inference_steps=self.num_inference_steps, **kwargs)
+        return [im.convert("RGB") for im in out.images]
+
+
+def _byte_level_tokenizer_files(folder: Path) -> None:
+    """A CLIP BPE vocabulary with no merges: every byte is a token (plus ``</w>`` forms)."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1),
+                 *range(ord("®"), ord("ÿ") + 1)]
+    # GPT-2/CLIP byte-to-unicode table: printable bytes map to themselves, the rest above 255
+    extra = iter(range(256, 512))
+    chars = [chr(b) if b in printable else chr(next(extra)) for b in range(256)]
+    vocab = chars + [c + "</w>" for c in chars] + ["<|startoftext|>", "<|endoftext|>"]
+    (folder / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(vocab)}))
+    (folder / "merges.txt").write_text("#version: 0.2\n")
+
+
+def build_tiny_pipeline(seed: int = 0, sample_size: int = 32):
+    """A complete StableDiffusionPipeline with tiny random components, built offline.
+
+    UNet, VAE, CLIP text encoder and tokenizer come from configs; weights are random under
+    ``seed``. Images are ``8 * sample_size / 4`` pixels wide (VAE with two down blocks).
+    """
+    from diffusers import (
+        AutoencoderKL,
+        DDIMScheduler,
+        StableDiffusionPipeline,
+        UNet2DConditionModel,
+    )
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        block_out_channels=(32, 64), layers_per_block=1, sample_size=sample_size,
+        in_channels=4, out_channels=4, cross_attention_dim=32, norm_num_groups=8,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), attention_head_dim=4,
+    )
+    vae = AutoencoderKL(
+        block_out_channels=(16, 32), in_channels=3, out_channels=3, latent_channels=4,
+        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"), norm_num_groups=8,
+        sample_size=sample_size * 2,
+    )
+    text_encoder = CLIPTextModel(CLIPTextConfig(
+        bos_token_id=512, eos_token_id=513, pad_token_id=513, hidden_size=32,
+        intermediate_size=37, layer_norm_eps=1e-05, num_attention_heads=4,
+        num_hidden_layers=2, vocab_size=514, max_position_embeddings=77,
+    ))
+    with tempfile.TemporaryDirectory() as tmp:
+        _byte_level_tokenizer_files(Path(tmp))
+        tokenizer = CLIPTokenizer(str(Path(tmp) / "vocab.json"), str(Path(tmp) / "merges.txt"),
+                                  model_max_length=77)
+    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                              clip_sample=False, set_alpha_to_one=False,
+                              steps_offset=1)
+    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
+                                   unet=unet, scheduler=scheduler, safety_checker=None,
+                                   feature_extractor=None, requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+class TinyDiffusersGenerator(DiffusersGenerator):
+    """The whole diffusers path (text encoder, UNet denoising loop, VAE decode) offline.
+
+    Random weights: images are noise-like, so scores mean nothing; it exists so that
+    every code path through diffusers runs in tests and smoke runs.
+    """
+
+    def __init__(self, seed: int = 0, num_inference_steps: int = 2, sample_size: int = 32,
+                 guidance_scale: float = 1.0):
+        super().__init__(model_id=f"tiny-random-sd-seed{seed}-s{sample_size}",
+                         num_inference_steps=num_inference_steps,
+                         guidance_scale=guidance_scale, dtype="float32",
+                         name=f"tiny-seed{seed}")
+        self.seed = seed
+        self.sample_size = sample_size
+
+    def _load(self, dtype: torch.dtype):
+        return build_tiny_pipeline(self.seed, self.sample_size)

@@ -1,0 +1,1 @@
+"""Lightning predict loops: synthesis of images and collection of activations."""

@@ -1,0 +1,61 @@
+"""The synthesis pass: a LightningModule predict loop that turns work items into image files.
+
+A work item is (concept, prompt, index, seed, path). Items whose file already exists are
+dropped before the loop, so a second run generates nothing; each image is written atomically.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+from torch.utils.data import DataLoader
+
+from cosy_bench.cache import atomic_path
+from cosy_bench.generators.base import Generator
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    concept: str
+    prompt: str
+    index: int
+    seed: int
+    path: str
+
+
+class SynthesisModule(L.LightningModule):
+    """``predict_step`` generates one batch of work items and writes their PNG files."""
+
+    def __init__(self, generator: Generator):
+        super().__init__()
+        self.generator = generator
+
+    def on_predict_start(self) -> None:
+        self.generator.setup(str(self.device))
+
+    def transfer_batch_to_device(self, batch, device, dataloader_idx):
+        return batch  # work items are descriptions, not tensors
+
+    def predict_step(self, batch: list[WorkItem], batch_idx: int) -> int:
+        images = self.generator.generate([it.prompt for it in batch], [it.seed for it in batch])
+        for item, image in zip(batch, images, strict=True):
+            with atomic_path(item.path) as tmp:
+                image.save(tmp, format="PNG")
+        return len(batch)
+
+
+def pending(items: list[WorkItem]) -> list[WorkItem]:
+    """The items whose image is not in the cache yet."""
+    return [it for it in items if not Path(it.path).exists()]
+
+
+def synthesize(generator: Generator, items: list[WorkItem], trainer, batch_size: int = 8) -> int:
+    """Generate the missing images of ``items``; returns how many were generated."""
+    todo = pending(items)
+    if not todo:
+        return 0
+    loader = DataLoader(todo, batch_size=batch_size, shuffle=False, collate_fn=list)
+    counts = trainer.predict(SynthesisModule(generator), dataloaders=loader)
+    return int(sum(counts))

@@ -1,0 +1,53 @@
+"""Class names of classifiers, resolved lazily (only explainers that need them ask)."""
+
+from __future__ import annotations
+
+import urllib.request
+from pathlib import Path
+
+from cosy_bench.cache import default_cache_dir, write_text_atomic
+
+PLACES365_URL = ("https://raw.githubusercontent.com/csailvision/places365/master/"
+                 "categories_places365.txt")
+
+
+def torchvision_categories(weights: str) -> list[str]:
+    """Class names stored in a torchvision weights enum (offline)."""
+    from torchvision.models import get_weight
+
+    return list(get_weight(weights).meta["categories"])
+
+
+def places365_categories(path: str | None = None, url: str = PLACES365_URL) -> list[str]:
+    """Places365 category names (``/a/airfield 0`` -> ``airfield``).
+
+    Read from ``path``, else from the cache, else downloaded once into the cache.
+    """
+    target = Path(path) if path else default_cache_dir() / "meta" / "categories_places365.txt"
+    if not target.exists():
+        if path:
+            raise FileNotFoundError(f"Places365 category file not found: {path} "
+                                    "(model.class_names.path)")
+        try:
+            with urllib.request.urlopen(url, timeout=30) as resp:
+                write_text_atomic(target, resp.read().decode("utf-8"))
+        except Exception as err:
+            raise RuntimeError(
+                f"Places365 class names are not cached at {target} and could not be downloaded "
+                f"from {url} ({err}). Put the file there or set model.class_names.path."
+            ) from err
+    names = []
+    for line in target.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            label = line.split()[0]
+            parts = label.strip("/").split("/")[1:]  # drop the initial letter folder
+            names.append(" ".join(p.replace("_", " ") for p in parts))
+    return names
+
+
+def from_file(path: str) -> list[str]:
+    """One class name per line."""
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"class-name file not found: {path} (model.class_names.path)")
+    return [ln.strip() for ln in p.read_text(encoding="utf-8").splitlines() if ln.strip()]

@@ -1,0 +1,219 @@
+"""The CoSy pipeline: explain -> choose neurons -> synthesise -> collect activations ->
+score -> report. Every expensive stage is cached in ``paths.cache_dir``."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from cosy_bench.cache import Cache, save_tensors_atomic, stable_hash, write_text_atomic
+from cosy_bench.data.datasets import ImageFiles
+from cosy_bench.explainers.base import Explainer, Explanations
+from cosy_bench.generators.base import Generator, image_seed
+from cosy_bench.loops.activations import collect_activations
+from cosy_bench.loops.synthesis import WorkItem, pending, synthesize
+from cosy_bench.models import ModelBundle, create_model
+from cosy_bench.models.layers import LayerExtractor, LayerSpec
+from cosy_bench.prompts import make_prompt
+from cosy_bench.scorers import score_all
+
+log = logging.getLogger("cosy_bench")
+
+
+@dataclass
+class RunContext:
+    """What the stages of one run share."""
+
+    cfg: DictConfig
+    cache: Cache
+    model: ModelBundle
+    layer: LayerSpec
+    extractor: LayerExtractor
+    num_neurons: int
+    stats: dict = field(default_factory=dict)
+
+    def trainer(self):
+        return instantiate(self.cfg.trainer)
+
+    @property
+    def model_key(self) -> dict:
+        return {"model": self.model.name, "weights": self.model.weights_id,
+                "layer": self.layer.name, "module": self.layer.module,
+                "reduction": self.layer.reduction}
+
+    def activations(self, dataset, what: str = "control") -> torch.Tensor:
+        """Activations [N, K] of the layer on ``dataset``, cached by (model, layer, dataset)."""
+        key = stable_hash({**self.model_key, "dataset": dataset.name})
+        path = self.cache.path("activations", key, ".safetensors")
+        cached = self.cache.load_tensors(path)
+        if cached is not None:
+            log.info("%s activations: cache hit (%s, %d images)", what, dataset.name,
+                     cached["activations"].shape[0])
+            self.stats[f"{what}_activations_computed"] = False
+            self.stats[f"{what}_skipped"] = int(cached["skipped"].item())
+            return cached["activations"]
+        log.info("%s activations: computing on %d images of %s", what, len(dataset), dataset.name)
+        acts, index = collect_activations(
+            self.extractor, dataset, self.model.transform, self.trainer(),
+            batch_size=self.cfg.batch_size, num_workers=self.cfg.num_workers)
+        skipped = len(dataset) - len(index)
+        if skipped:
+            log.warning("%d unreadable images of %s were skipped", skipped, dataset.name)
+        save_tensors_atomic(path, {"activations": acts, "index": index,
+                                   "skipped": torch.tensor(skipped)})
+        self.stats[f"{what}_activations_computed"] = True
+        self.stats[f"{what}_skipped"] = skipped
+        return acts
+
+
+def count_neurons(extractor: LayerExtractor, transform) -> int:
+    """K of a layer, from one forward pass on a blank image."""
+    from PIL import Image
+
+    with torch.no_grad():
+        out = extractor(transform(Image.new("RGB", (256, 256), (127, 127, 127)))[None])
+    return int(out.shape[1])
+
+
+def explain(ctx: RunContext, explainer: Explainer) -> Explanations:
+    """The explainer's output for this model and layer, cached by all that determines it."""
+    key = stable_hash({"explainer": explainer.cache_key(), **ctx.model_key})
+    path = ctx.cache.path("explanations", key, ".csv")
+    if path.exists():
+        log.info("explanations (%s): cache hit", explainer.name)
+        return Explanations.from_csv(path.read_text(encoding="utf-8"))
+    expl = explainer.explain(ctx)
+    bad = [k for k in expl.texts if not 0 <= k < ctx.num_neurons]
+    if bad:
+        raise ValueError(f"explainer {explainer.name!r} labels neurons {bad[:10]} but layer "
+                         f"{ctx.layer.name!r} of {ctx.model.name!r} has neurons 0..{ctx.num_neurons - 1}")
+    empty = [k for k, t in expl.texts.items() if not str(t).strip()]
+    if empty:
+        raise ValueError(f"explainer {explainer.name!r} gave empty explanations for neurons {empty[:10]}")
+    write_text_atomic(path, expl.to_csv())
+    return expl
+
+
+def choose_neurons(cfg: DictConfig, explained: list[int], num_neurons: int) -> list[int]:
+    """Explicit ``neurons.ids``, else a seeded sample of ``neurons.sample`` (CoSy: 50, seed
+    42), else every explained neuron. Returns sorted neuron indices."""
+    explained = sorted(explained)
+    if cfg.get("ids") is not None:
+        ids = [int(i) for i in cfg.ids]
+        bad = [i for i in ids if not 0 <= i < num_neurons]
+        if bad:
+            raise ValueError(f"neurons.ids {bad} out of range: the layer has neurons "
+                             f"0..{num_neurons - 1}")
+        missing = sorted(set(ids) - set(explained))
+        if missing:
+            raise ValueError(f"neurons.ids {missing} have no explanation")
+        return sorted(set(ids))
+    n = cfg.get("sample")
+    if n is None or n >= len(explained):
+        return explained
+    pick = np.random.default_rng(cfg.seed).choice(len(explained), size=int(n), replace=False)
+    return sorted(explained[i] for i in pick)
+
+
+def work_items(cache: Cache, generator: Generator, template: str, concepts: list[str],
+               n_images: int) -> dict[str, list[WorkItem]]:
+    """Per concept, its ``n_images`` work items; files keyed by (generator, prompt, index)."""
+    gen_key = stable_hash(generator.cache_key)
+    out = {}
+    for concept in concepts:
+        prompt = make_prompt(template, concept)
+        folder = cache.root / "images" / gen_key / stable_hash(prompt)
+        out[concept] = [WorkItem(concept, prompt, i, image_seed(concept, prompt, i),
+                                 str(folder / f"{i:05d}.png")) for i in range(n_images)]
+    return out
+
+
+def concept_activations(ctx: RunContext, generator: Generator, items: dict[str, list[WorkItem]]
+                        ) -> dict[str, torch.Tensor]:
+    """Per concept, activations [M, K] of the layer on its synthetic images (cached)."""
+    out, todo = {}, []
+    gen_key = stable_hash(generator.cache_key)
+    for concept, its in items.items():
+        key = stable_hash({**ctx.model_key, "generator": gen_key, "prompt": its[0].prompt,
+                           "n": len(its)})
+        path = ctx.cache.path("concept_activations", key, ".safetensors")
+        cached = ctx.cache.load_tensors(path)
+        if cached is not None:
+            out[concept] = cached["activations"]
+        else:
+            todo.append((concept, its, path))
+    ctx.stats["concept_activation_sets_computed"] = len(todo)
+    if todo:
+        files = [Path(it.path) for _, its, _ in todo for it in its]
+        acts, index = collect_activations(ctx.extractor, ImageFiles(files), ctx.model.transform,
+                                          ctx.trainer(), batch_size=ctx.cfg.batch_size,
+                                          num_workers=ctx.cfg.num_workers)
+        if len(index) != len(files):
+            raise RuntimeError(f"{len(files) - len(index)} synthetic images could not be read; "
+                               f"delete them from {ctx.cache.root / 'images'} and run again")
+        start = 0
+        for concept, its, path in todo:
+            block = acts[start:start + len(its)]
+            start += len(its)
+            save_tensors_atomic(path, {"activations": block})
+            out[concept] = block
+    return out
+
+
+def check_finite(name: str, acts: torch.Tensor, neurons: list[int]) -> None:
+    bad = (~torch.isfinite(acts)).any(dim=0).nonzero().flatten().tolist()
+    if bad:
+        raise ValueError(f"{name} activations are NaN/inf for neurons "
+                         f"{[neurons[i] for i in bad[:10]]}")
+
+
+def run(cfg: DictConfig, output_dir: str | Path):
+    """Run one configuration end to end; writes and returns its :class:`Report`."""
+    from cosy_bench.report import Report
+
+    output_dir = Path(output_dir)
+    cache = Cache(cfg.paths.cache_dir)
+    model = create_model(cfg.model, seed=cfg.seed)
+    layer = model.layer(cfg.layer.name)
+    extractor = LayerExtractor(model.module, layer)
+    num_neurons = count_neurons(extractor, model.transform)
+    ctx = RunContext(cfg, cache, model, layer, extractor, num_neurons)
+    log.info("model %s, layer %s (%s): %d neurons", model.name, layer.name, layer.module,
+             num_neurons)
+
+    explainer: Explainer = instantiate(cfg.explainer)
+    explanations = explain(ctx, explainer)
+    neurons = choose_neurons(cfg.neurons, list(explanations.texts), num_neurons)
+    texts = [explanations.texts[k] for k in neurons]
+    concepts = list(dict.fromkeys(texts))
+    log.info("%d neurons chosen, %d distinct explanations", len(neurons), len(concepts))
+
+    generator: Generator = instantiate(cfg.generator)
+    items = work_items(cache, generator, cfg.prompt.template, concepts, cfg.n_images)
+    all_items = [it for its in items.values() for it in its]
+    n_todo = len(pending(all_items))
+    log.info("synthesis: %d images needed, %d cached, %d to generate", len(all_items),
+             len(all_items) - n_todo, n_todo)
+    generated = synthesize(generator, all_items, ctx.trainer(), batch_size=cfg.generator_batch_size)
+    ctx.stats["images_generated"] = generated
+
+    control_ds = instantiate(cfg.dataset)
+    control = ctx.activations(control_ds, "control")[:, neurons]
+    check_finite("control", control, neurons)
+    per_concept = concept_activations(ctx, generator, items)
+    concept = torch.stack([per_concept[t][:, k] for t, k in zip(texts, neurons, strict=True)],
+                          dim=1)
+    check_finite("synthetic", concept, neurons)
+    scores = score_all(list(cfg.scorer), control, concept)
+
+    truth = model.ground_truth(layer)
+    report = Report.build(cfg, neurons, texts, scores, explanations, truth, ctx.stats,
+                          n_control=control.shape[0], items=items)
+    report.write(output_dir)
+    return report

@@ -1,0 +1,39 @@
+"""The Hydra app: ``python -m cosy_bench`` and the ``cosy-bench`` console script."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+for noisy in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda",
+              "lightning.fabric.utilities.seed"):
+    logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+# conf/ sits beside the package at the repository's top level (an editable install)
+CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
+def main(cfg: DictConfig) -> float | None:
+    from cosy_bench.pipeline import run
+
+    hc = HydraConfig.get()
+    output_dir = Path(hc.runtime.output_dir)
+    report = run(cfg, output_dir)
+    group = Path(hc.sweep.dir).name if hc.mode == RunMode.MULTIRUN else None
+    instantiate(cfg.logger).log_run(cfg, report, output_dir, group=group)
+    auc = report.summary.get("auc")
+    return auc["mean"] if isinstance(auc, dict) else None
+
+
+if __name__ == "__main__":
+    main()

@@ -47,8 +47,9 @@ class RunContext:
                 "layer": self.layer.name, "module": self.layer.module,
                 "reduction": self.layer.reduction}
 
-    def activations(self, dataset, what: str = "control") -> torch.Tensor:
-        """Activations [N, K] of the layer on ``dataset``, cached by (model, layer, dataset)."""
+    def activations(self, dataset, what: str = "control", with_index: bool = False):
+        """Activations [N', K] of the layer on the N' readable images of ``dataset``, cached by
+        (model, layer, dataset); with ``with_index`` also their dataset indices [N']."""
         key = stable_hash({**self.model_key, "dataset": dataset.name})
         path = self.cache.path("activations", key, ".safetensors")
         cached = self.cache.load_tensors(path)
@@ -57,7 +58,8 @@ class RunContext:
                      cached["activations"].shape[0])
             self.stats[f"{what}_activations_computed"] = False
             self.stats[f"{what}_skipped"] = int(cached["skipped"].item())
-            return cached["activations"]
+            acts, index = cached["activations"], cached["index"]
+            return (acts, index) if with_index else acts
         log.info("%s activations: computing on %d images of %s", what, len(dataset), dataset.name)
         acts, index = collect_activations(
             self.extractor, dataset, self.model.transform, self.trainer(),
@@ -69,7 +71,7 @@ class RunContext:
                                    "skipped": torch.tensor(skipped)})
         self.stats[f"{what}_activations_computed"] = True
         self.stats[f"{what}_skipped"] = skipped
-        return acts
+        return (acts, index) if with_index else acts
 
 
 def count_neurons(extractor: LayerExtractor, transform) -> int:

@@ -51,3 +51,11 @@ def from_file(path: str) -> list[str]:
     if not p.exists():
         raise FileNotFoundError(f"class-name file not found: {path} (model.class_names.path)")
     return [ln.strip() for ln in p.read_text(encoding="utf-8").splitlines() if ln.strip()]
+
+
+def attribute(ref: str) -> list[str]:
+    """A list of names held by a module attribute, ``"package.module:NAME"``."""
+    import importlib
+
+    module, _, attr = ref.partition(":")
+    return list(getattr(importlib.import_module(module), attr))

@@ -1,0 +1,46 @@
+"""Run one benchmark: ``python -m cosy_bench.bench NAME [options]``.
+
+``NAME`` is a module of this package (e.g. ``scorers``, ``explainers``); its ``main(argv)``
+gets the remaining arguments.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import sys
+from collections.abc import Sequence
+
+import cosy_bench.bench as _package
+
+
+def available() -> list[str]:
+    """Names of the benchmark modules in this package."""
+    return sorted(
+        info.name
+        for info in pkgutil.iter_modules(_package.__path__)
+        if not info.name.startswith("_")
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    usage = (
+        "usage: python -m cosy_bench.bench NAME [options]  (NAME: "
+        + ", ".join(available())
+        + "; NAME --help for its options)"
+    )
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage)
+        return 0 if argv else 2
+    name, rest = argv[0], argv[1:]
+    if name.startswith("_") or not name.isidentifier() or name not in available():
+        print(f"unknown benchmark {name!r}\n{usage}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(f"{_package.__name__}.{name}")
+    result = module.main(rest)
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -189,6 +189,8 @@ def run(cfg: DictConfig, output_dir: str | Path):
     log.info("model %s, layer %s (%s): %d neurons", model.name, layer.name, layer.module,
              num_neurons)
 
+    # the control set first: a wrong path fails before any explanation or image is made
+    control_ds = instantiate(cfg.dataset)
     explainer: Explainer = instantiate(cfg.explainer)
     explanations = explain(ctx, explainer)
     neurons = choose_neurons(cfg.neurons, list(explanations.texts), num_neurons)
@@ -205,7 +207,6 @@ def run(cfg: DictConfig, output_dir: str | Path):
     generated = synthesize(generator, all_items, ctx.trainer(), batch_size=cfg.generator_batch_size)
     ctx.stats["images_generated"] = generated
 
-    control_ds = instantiate(cfg.dataset)
     control = ctx.activations(control_ds, "control")[:, neurons]
     check_finite("control", control, neurons)
     per_concept = concept_activations(ctx, generator, items)

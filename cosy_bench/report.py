@@ -92,7 +92,8 @@ class Report:
         write_text_atomic(out / "explanations.csv", self.explanations_csv)
         write_text_atomic(out / "results.csv", self.results_csv())
         write_text_atomic(out / "summary.json", json.dumps(self.summary, indent=2))
-        write_text_atomic(out / "config.yaml", OmegaConf.to_yaml(self.cfg, resolve=True))
+        cfg = OmegaConf.masked_copy(self.cfg, [k for k in self.cfg if k != "hydra"])
+        write_text_atomic(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
         print(self.table())
 
     def table(self) -> str:

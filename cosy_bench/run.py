@@ -24,14 +24,16 @@ CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
 def main(cfg: DictConfig) -> float | None:
-    from cosy_bench.pipeline import run
+    from cosy_bench.report import Report
 
     hc = HydraConfig.get()
     output_dir = Path(hc.runtime.output_dir)
-    report = run(cfg, output_dir)
+    result = instantiate(cfg.task)(cfg, output_dir)
+    if not isinstance(result, Report):
+        return None
     group = Path(hc.sweep.dir).name if hc.mode == RunMode.MULTIRUN else None
-    instantiate(cfg.logger).log_run(cfg, report, output_dir, group=group)
-    auc = report.summary.get("auc")
+    instantiate(cfg.logger).log_run(cfg, result, output_dir, group=group)
+    auc = result.summary.get("auc")
     return auc["mean"] if isinstance(auc, dict) else None
 
 

@@ -23,9 +23,11 @@ class ImageFolder(Dataset):
     """All images under ``root`` (recursively, sorted), optionally a seeded subset of ``limit``."""
 
     def __init__(self, root: str | None, name: str = "image_folder", limit: int | None = None,
-                 seed: int = 0, config_key: str = "dataset.root"):
+                 seed: int = 0, config_key: str = "dataset.root", env: str | None = None):
+        if env:
+            config_key = f"{config_key} or the environment variable {env}"
         if root in (None, "", "???"):
-            raise ValueError(f"no image folder given: set {config_key}=/path/to/images "
+            raise ValueError(f"no image folder given: set {config_key} to a folder of images "
                              f"(dataset {name!r})")
         self.root = Path(os.path.expanduser(str(root)))
         if not self.root.is_dir():

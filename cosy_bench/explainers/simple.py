@@ -5,12 +5,21 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
 
 from cosy_bench.explainers.base import Explainer, Explanations
 
 
 def load_concept_set(spec, ctx) -> list[str]:
-    """``None``: the model's class names; a list: itself; a string: a text file, one per line."""
+    """``None``: the model's class names; ``"ground_truth"``: the distinct ground-truth labels
+    of the layer; a list: itself; another string: a text file, one concept per line."""
+    if spec == "ground_truth":
+        truth = ctx.model.ground_truth(ctx.layer)
+        if not truth:
+            raise ValueError(f"explainer.concepts=ground_truth, but layer {ctx.layer.name!r} of "
+                             f"{ctx.model.name!r} has no ground truth")
+        return list(dict.fromkeys(truth))
     if spec is None:
         names = ctx.model.class_names
         if not names:
@@ -84,3 +93,33 @@ class PrecomputedExplainer(Explainer):
 
         kwargs = {"format": self.format} if self.format else {}
         return Explanations(read_explanations(self.path, layer=self.layer, **kwargs))
+
+
+class ShuffledExplainer(Explainer):
+    """Another explainer's explanations given to the wrong neurons (a seeded derangement):
+    CoSy's sanity check that a score depends on the match of neuron and explanation."""
+
+    name = "shuffled"
+
+    def __init__(self, base, seed: int = 0):
+        self.base = base
+        self.seed = seed
+
+    def cache_key(self) -> dict:
+        base = OmegaConf.to_container(self.base, resolve=True) \
+            if isinstance(self.base, DictConfig) else self.base
+        return {"name": self.name, "base": base, "seed": self.seed}
+
+    def explain(self, ctx) -> Explanations:
+        base = instantiate(self.base)
+        texts = base.explain(ctx).texts
+        neurons = sorted(texts)
+        if len(neurons) < 2:
+            raise ValueError("explainer=shuffled needs at least two explained neurons")
+        rng = np.random.default_rng(self.seed)
+        # a random cyclic shift of a random order is a derangement: nobody keeps their own
+        order = rng.permutation(len(neurons))
+        shift = int(rng.integers(1, len(neurons)))
+        donors = np.roll(order, shift)
+        return Explanations({neurons[int(o)]: texts[neurons[int(d)]]
+                             for o, d in zip(order, donors, strict=True)})

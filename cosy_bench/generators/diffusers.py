@@ -166,3 +166,10 @@ class TinyDiffusersGenerator(DiffusersGenerator):
 
     def _load(self, dtype: torch.dtype):
         return build_tiny_pipeline(self.seed, self.sample_size)
+
+    def generate(self, prompts: list[str], seeds: list[int]) -> list[Image.Image]:
+        # one image per call: batched CPU kernels round differently with the batch size
+        images = []
+        for prompt, seed in zip(prompts, seeds, strict=True):
+            images += super().generate([prompt], [seed])
+        return images

@@ -1,0 +1,1 @@
+"""Studies made of several pipeline runs (``experiment=...`` configs with their own task)."""

@@ -1,0 +1,128 @@
+"""Shared fixtures: Hydra composition (lightning-hydra-template style), offline model
+building, small end-to-end settings.
+
+Everything here works on a machine without network, GPU or the toy world: tests that need
+the toy world live in its own files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import pytest
+from hydra import compose as hydra_compose
+from hydra import initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+REPO = Path(__file__).resolve().parent.parent
+CONF = REPO / "conf"
+
+# The default config (model=toy_cnn, generator/dataset=toyworld) needs the toy world; the
+# tests of these files name a real architecture with random weights instead.
+HAS_TOY_MODEL = (CONF / "model" / "toy_cnn.yaml").exists()
+
+
+def config_options(group: str) -> list[str]:
+    """The options of a config group, from the yaml files of ``conf/<group>/``."""
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+def config_groups() -> list[str]:
+    """Every config group under ``conf/`` except Hydra's own ``hydra`` group."""
+    return sorted(p.name for p in CONF.iterdir() if p.is_dir() and p.name != "hydra")
+
+
+def _pin_hydra_interpolations(cfg: DictConfig) -> None:
+    """Replace every ``${hydra:...}`` interpolation by its value now.
+
+    ``HydraConfig`` is a process-wide singleton: without this, a config composed earlier in
+    a test would resolve ``explainer_name`` from the config composed last.
+    """
+    raw = OmegaConf.to_container(cfg, resolve=False)
+
+    def walk(node, prefix: str):
+        if isinstance(node, dict):
+            for key, value in node.items():
+                yield from walk(value, f"{prefix}.{key}" if prefix else str(key))
+        elif isinstance(node, str) and "${hydra:" in node:
+            yield prefix
+
+    for key in list(walk(raw, "")):
+        OmegaConf.update(cfg, key, OmegaConf.select(cfg, key), merge=False)
+
+
+def compose_config(overrides: Sequence[str] = ()) -> DictConfig:
+    """Compose ``conf/config.yaml`` with ``overrides`` as the Hydra app would.
+
+    ``HydraConfig`` is set so that ``${hydra:runtime.choices.*}`` resolves, and, as in
+    ``hydra.main``, the task config handed to the pipeline carries no ``hydra`` node.
+    """
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = hydra_compose("config", overrides=list(overrides), return_hydra_config=True)
+        HydraConfig.instance().set_config(cfg)
+        with open_dict(cfg):
+            del cfg["hydra"]
+        _pin_hydra_interpolations(cfg)
+    return cfg
+
+
+@pytest.fixture(scope="session")
+def compose() -> Callable[[Sequence[str]], DictConfig]:
+    """``compose(["model=resnet18", "debug=smoke"])`` -> the run's config."""
+    return compose_config
+
+
+def smoke_overrides(cache_dir: str | Path, *extra: str, model: str = "resnet18") -> list[str]:
+    """A small offline end-to-end configuration on a real architecture with random weights."""
+    return [f"model={model}", "debug=smoke", f"paths.cache_dir={cache_dir}", *extra]
+
+
+@pytest.fixture(scope="session")
+def smoke() -> Callable[..., list[str]]:
+    return smoke_overrides
+
+
+@contextlib.contextmanager
+def no_network() -> Iterator[None]:
+    """Any attempt to open a network connection fails (offline loading is really offline)."""
+
+    def refuse(*args, **kwargs):
+        raise OSError("network access is disabled in this test")
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(socket.socket, "connect", refuse)
+        mp.setattr(socket.socket, "connect_ex", refuse)
+        mp.setattr(socket, "create_connection", refuse)
+        mp.setattr(socket, "getaddrinfo", refuse)
+        yield
+
+
+@pytest.fixture(scope="session")
+def model_bundle() -> Callable[..., object]:
+    """``model_bundle("resnet18")``: the model with random weights, built once per session
+    with the network blocked. Extra overrides make separate entries (generic models)."""
+    from cosy_bench.models import create_model
+
+    built: dict[tuple, object] = {}
+
+    def get(model: str, *extra: str):
+        key = (model, *extra)
+        if key not in built:
+            cfg = compose_config([f"model={model}", "model.weights=null", *extra])
+            with no_network():
+                built[key] = create_model(cfg.model, seed=0)
+        return built[key]
+
+    return get
+
+
+# Generic entries become concrete models with these overrides.
+GENERIC_MODEL_OVERRIDES: dict[str, tuple[str, ...]] = {
+    "torchvision": ("model.arch=resnet18",
+                    "model.weights_meta=ResNet18_Weights.IMAGENET1K_V1"),
+    "timm": ("model.arch=resnet18",),
+}

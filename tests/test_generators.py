@@ -1,0 +1,147 @@
+"""Generators: per-image seeds, the tiny offline diffusers pipeline, clear loading errors, and
+the synthesis predict loop."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pytest
+from PIL import Image
+
+from cosy_bench.generators.base import image_seed
+from cosy_bench.generators.diffusers import DiffusersGenerator, TinyDiffusersGenerator
+from cosy_bench.loops.synthesis import WorkItem, pending, synthesize
+
+# ------------------------------------------------------------------------------ seeds
+
+
+def test_image_seed_is_a_pure_function():
+    assert image_seed("cat", "a cat", 3) == image_seed("cat", "a cat", 3)
+    seed = image_seed("cat", "a cat", 3)
+    assert isinstance(seed, int) and 0 <= seed < 2**63  # valid for torch.Generator
+
+
+def test_image_seed_differs_per_concept_prompt_and_index():
+    concepts = ["cat", "dog", "cats", "a b"]
+    prompts = ["a cat", "a dog", "a painting of cat", "realistic photo of a close up of cat"]
+    seeds = {(c, p, i): image_seed(c, p, i) for c in concepts for p in prompts for i in range(8)}
+    assert len(set(seeds.values())) == len(seeds)
+    # no ambiguity where concept and prompt meet
+    assert image_seed("a b", "c", 0) != image_seed("a", "b c", 0)
+
+
+def test_image_seed_is_stable_across_processes():
+    """Not Python's salted ``hash``: other processes (other PYTHONHASHSEEDs) agree."""
+    code = ("from cosy_bench.generators.base import image_seed;"
+            "print(image_seed('red/\"car\" ☕', 'a painting of red/\"car\" ☕', 7))")
+    here = image_seed('red/"car" ☕', 'a painting of red/"car" ☕', 7)
+    for hash_seed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed, "PYTHONIOENCODING": "utf-8"}
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             env=env, check=True, timeout=60)
+        assert int(out.stdout.strip()) == here
+
+
+# ------------------------------------------------------------------------ tiny pipeline
+
+
+@pytest.fixture(scope="module")
+def tiny() -> TinyDiffusersGenerator:
+    gen = TinyDiffusersGenerator()  # the defaults of generator=tiny
+    gen.setup("cpu")
+    return gen
+
+
+def _px(image: Image.Image) -> np.ndarray:
+    return np.asarray(image, dtype=np.int16)
+
+
+def test_tiny_generator_makes_rgb_images_offline(tiny):
+    images = tiny.generate(["a red circle", "a blue square"], [1, 2])
+    assert len(images) == 2
+    for im in images:
+        assert im.mode == "RGB" and im.size == (64, 64)
+    assert _px(images[0]).std() > 0  # not a blank image
+
+
+def test_tiny_generator_is_deterministic(tiny):
+    seed = image_seed("cat", "a cat", 0)
+    first = tiny.generate(["a cat"], [seed])[0]
+    again = tiny.generate(["a cat"], [seed])[0]
+    fresh = TinyDiffusersGenerator()  # another instance: same random weights
+    other = fresh.generate(["a cat"], [seed])[0]
+    assert np.array_equal(_px(first), _px(again))
+    assert np.array_equal(_px(first), _px(other))
+    different = tiny.generate(["a cat"], [image_seed("cat", "a cat", 1)])[0]
+    assert np.abs(_px(first) - _px(different)).max() > 30  # the seed matters
+
+
+def _alone_and_batched(gen):
+    prompts = ["a dog", "a cat", "a bird"]
+    seeds = [image_seed(p.split()[1], p, i) for i, p in enumerate(prompts)]
+    batched = gen.generate(prompts, seeds)
+    alone = [gen.generate([p], [s])[0] for p, s in zip(prompts, seeds, strict=True)]
+    return [(_px(a), _px(b)) for a, b in zip(alone, batched, strict=True)]
+
+
+def test_tiny_generator_is_batch_independent_up_to_rounding(tiny):
+    for alone, batched in _alone_and_batched(tiny):
+        diff = np.abs(alone - batched)
+        assert diff.max() <= 2
+        assert (diff > 0).mean() < 1e-3
+
+
+def test_tiny_generator_is_exactly_batch_independent(tiny):
+    for alone, batched in _alone_and_batched(tiny):
+        assert np.array_equal(alone, batched)
+
+
+def test_generator_cache_keys_tell_settings_apart():
+    keys = {TinyDiffusersGenerator().cache_key, TinyDiffusersGenerator(seed=1).cache_key,
+            TinyDiffusersGenerator(num_inference_steps=3).cache_key,
+            TinyDiffusersGenerator(sample_size=16).cache_key}
+    assert len(keys) == 4
+    assert TinyDiffusersGenerator().cache_key == TinyDiffusersGenerator().cache_key
+
+
+def test_diffusers_generator_with_a_missing_local_path_says_how_to_run_offline(tmp_path):
+    missing = str(tmp_path / "no" / "such" / "pipeline")
+    gen = DiffusersGenerator(model_id=missing, num_inference_steps=1, dtype="float32",
+                             variant=None)
+    with pytest.raises(RuntimeError) as err:
+        gen.setup("cpu")
+    msg = str(err.value)
+    assert missing in msg
+    assert "generator=tiny" in msg
+    assert gen.name == missing.replace("/", "--")  # the id never becomes a path as is
+
+
+# ---------------------------------------------------------------------- synthesis loop
+
+
+def _trainer() -> L.Trainer:
+    return L.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                     enable_model_summary=False, enable_progress_bar=False)
+
+
+def test_synthesis_loop_writes_each_image_once(tiny, tmp_path):
+    prompt = "a painting of cat"
+    items = [WorkItem("cat", prompt, i, image_seed("cat", prompt, i),
+                      str(tmp_path / "imgs" / f"{i:05d}.png")) for i in range(3)]
+    assert pending(items) == items
+    assert synthesize(tiny, items, _trainer(), batch_size=2) == 3
+    assert pending(items) == []
+    assert sorted(p.name for p in (tmp_path / "imgs").iterdir()) == [
+        "00000.png", "00001.png", "00002.png"]  # no temporary file left behind
+    # the file holds the image of its own (prompt, seed), whatever the batch
+    direct = tiny.generate([prompt], [items[2].seed])[0]
+    with Image.open(items[2].path) as saved:
+        assert np.abs(_px(saved.convert("RGB")) - _px(direct)).max() <= 2
+    mtime = Path(items[0].path).stat().st_mtime_ns
+    assert synthesize(tiny, items, _trainer(), batch_size=2) == 0  # all cached
+    assert Path(items[0].path).stat().st_mtime_ns == mtime

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from pathlib import Path
 
 import hydra
@@ -13,6 +14,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+warnings.filterwarnings("ignore", message=r".*LeafSpec.*")  # lightning vs torch 2.14 pytree
 for noisy in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda",
               "lightning.fabric.utilities.seed"):
     logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 
 from cosy_bench.cache import Cache, save_tensors_atomic, stable_hash, write_text_atomic
 from cosy_bench.data.datasets import ImageFiles
+from cosy_bench.distributed import RankAgreedCache, agreed, compute_once, is_rank_zero
 from cosy_bench.explainers.base import Explainer, Explanations
 from cosy_bench.generators.base import Generator, image_seed
 from cosy_bench.loops.activations import collect_activations
@@ -60,17 +61,24 @@ class RunContext:
             self.stats[f"{what}_skipped"] = int(cached["skipped"].item())
             acts, index = cached["activations"], cached["index"]
             return (acts, index) if with_index else acts
-        log.info("%s activations: computing on %d images of %s", what, len(dataset), dataset.name)
-        acts, index = collect_activations(
-            self.extractor, dataset, self.model.transform, self.trainer(),
-            batch_size=self.cfg.batch_size, num_workers=self.cfg.num_workers)
-        skipped = len(dataset) - len(index)
-        if skipped:
-            log.warning("%d unreadable images of %s were skipped", skipped, dataset.name)
-        save_tensors_atomic(path, {"activations": acts, "index": index,
-                                   "skipped": torch.tensor(skipped)})
-        self.stats[f"{what}_activations_computed"] = True
-        self.stats[f"{what}_skipped"] = skipped
+
+        def compute():
+            log.info("%s activations: computing on %d images of %s", what, len(dataset),
+                     dataset.name)
+            acts, index = collect_activations(
+                self.extractor, dataset, self.model.transform, self.trainer(),
+                batch_size=self.cfg.batch_size, num_workers=self.cfg.num_workers)
+            skipped = len(dataset) - len(index)
+            if skipped:
+                log.warning("%d unreadable images of %s were skipped", skipped, dataset.name)
+            return {"activations": acts, "index": index, "skipped": torch.tensor(skipped)}
+
+        # one process of all the jobs sharing the cache computes them; the others wait for it
+        tensors, computed = compute_once(path, compute, save_tensors_atomic,
+                                         self.cache.load_tensors, what=f"{what} activations")
+        self.stats[f"{what}_activations_computed"] = computed
+        self.stats[f"{what}_skipped"] = int(tensors["skipped"].item())
+        acts, index = tensors["activations"], tensors["index"]
         return (acts, index) if with_index else acts
 
 
@@ -87,7 +95,7 @@ def explain(ctx: RunContext, explainer: Explainer) -> Explanations:
     """The explainer's output for this model and layer, cached by all that determines it."""
     key = stable_hash({"explainer": explainer.cache_key(), **ctx.model_key})
     path = ctx.cache.path("explanations", key, ".csv")
-    if path.exists():
+    if agreed(path.exists()):  # rank 0 decides: the explainer may run predict loops
         log.info("explanations (%s): cache hit", explainer.name)
         return Explanations.from_csv(path.read_text(encoding="utf-8"))
     expl = explainer.explain(ctx)
@@ -180,7 +188,7 @@ def run(cfg: DictConfig, output_dir: str | Path):
     from cosy_bench.report import Report
 
     output_dir = Path(output_dir)
-    cache = Cache(cfg.paths.cache_dir)
+    cache = RankAgreedCache(cfg.paths.cache_dir)  # under DDP, rank 0 decides what is cached
     model = create_model(cfg.model, seed=cfg.seed)
     layer = model.layer(cfg.layer.name)
     extractor = LayerExtractor(model.module, layer)
@@ -218,5 +226,6 @@ def run(cfg: DictConfig, output_dir: str | Path):
     truth = model.ground_truth(layer)
     report = Report.build(cfg, neurons, texts, scores, explanations, truth, ctx.stats,
                           n_control=control.shape[0], items=items)
-    report.write(output_dir)
+    if is_rank_zero():  # under DDP only rank 0 writes and prints
+        report.write(output_dir)
     return report

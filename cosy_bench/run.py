@@ -15,6 +15,8 @@ from omegaconf import DictConfig
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 warnings.filterwarnings("ignore", message=r".*LeafSpec.*")  # lightning vs torch 2.14 pytree
+# conf/hydra/launcher/submitit_local.yaml restates the plugin's schema of the same name
+warnings.filterwarnings("ignore", message=r"\s*'hydra/launcher/submitit_local' is validated against")
 for noisy in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda",
               "lightning.fabric.utilities.seed"):
     logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -26,12 +28,15 @@ CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
 def main(cfg: DictConfig) -> float | None:
+    from cosy_bench.distributed import session
     from cosy_bench.report import Report
 
     hc = HydraConfig.get()
     output_dir = Path(hc.runtime.output_dir)
-    result = instantiate(cfg.task)(cfg, output_dir)
-    if not isinstance(result, Report):
+    # trainer=ddp/ddp_cpu: start or join the other ranks; each runs the whole task
+    with session(cfg.trainer, output_dir) as ranks:
+        result = instantiate(cfg.task)(cfg, output_dir)
+    if not isinstance(result, Report) or not ranks.is_rank_zero:
         return None
     group = Path(hc.sweep.dir).name if hc.mode == RunMode.MULTIRUN else None
     instantiate(cfg.logger).log_run(cfg, result, output_dir, group=group)

@@ -1,4 +1,10 @@
-"""The activation pass: a LightningModule predict loop over a dataset of PIL images."""
+"""The activation pass: a LightningModule predict loop over a dataset of PIL images.
+
+Under DDP (see :mod:`cosy_bench.distributed`) each rank takes its shard of the dataset
+(:class:`~cosy_bench.distributed.ShardSampler`: every image once, no padding copies), the
+shards' outputs are gathered on every rank and put back in dataset order by their index, so
+the result is the single-process result whatever the number of ranks or the batch size.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from cosy_bench.distributed import ShardSampler, gather_objects, merge_by_index, require_session
 from cosy_bench.models.layers import LayerExtractor
 
 log = logging.getLogger(__name__)
@@ -53,20 +60,19 @@ def collect_activations(extractor: LayerExtractor, dataset: Dataset, transform, 
     """Activations of ``extractor`` on every readable image of ``dataset``.
 
     Returns (activations float32 [N', K], index long [N']) in dataset order, where N' counts
-    the readable images (unreadable ones are skipped with a warning).
+    the readable images (unreadable ones are skipped with a warning). Under DDP every rank
+    computes its shard and returns the whole result.
     """
     if len(dataset) == 0:
         raise ValueError("the dataset is empty: nothing to collect activations on")
-    loader = DataLoader(_Transformed(dataset, transform), batch_size=batch_size,
-                        shuffle=False, num_workers=num_workers, collate_fn=_collate)
-    outputs = trainer.predict(ActivationModule(extractor), dataloaders=loader)
-    outputs = [o for o in outputs if o is not None]
-    if not outputs:
+    require_session(trainer)
+    data = _Transformed(dataset, transform)
+    loader = DataLoader(data, batch_size=batch_size, sampler=ShardSampler(data),
+                        num_workers=num_workers, collate_fn=_collate)
+    outputs = [o for o in (trainer.predict(ActivationModule(extractor), dataloaders=loader) or [])
+               if o is not None]
+    local = merge_by_index(outputs)
+    merged = merge_by_index(gather_objects(local))
+    if merged is None:
         raise ValueError("no image of the dataset could be read")
-    acts = torch.cat([a for a, _ in outputs])
-    index = torch.cat([i for _, i in outputs])
-    order = torch.argsort(index)
-    acts, index = acts[order], index[order]
-    keep = torch.ones_like(index, dtype=torch.bool)
-    keep[1:] = index[1:] != index[:-1]  # distributed samplers may repeat items to pad shards
-    return acts[keep], index[keep]
+    return merged

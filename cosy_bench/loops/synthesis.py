@@ -1,7 +1,11 @@
 """The synthesis pass: a LightningModule predict loop that turns work items into image files.
 
-A work item is (concept, prompt, index, seed, path). Items whose file already exists are
-dropped before the loop, so a second run generates nothing; each image is written atomically.
+A work item is (concept, prompt, index, seed, path); its image depends on nothing else, so
+the images do not depend on the batch size, the order or the number of processes. Items
+whose file already exists are dropped before the loop (a second run generates nothing); under
+DDP rank 0 decides which items are missing and every rank takes its shard of that list
+(:class:`~cosy_bench.distributed.ShardSampler`), so nothing is generated twice or skipped.
+Each image is written atomically (temporary file, then rename).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import lightning as L
 from torch.utils.data import DataLoader
 
 from cosy_bench.cache import atomic_path
+from cosy_bench.distributed import ShardSampler, agreed, gather_objects, require_session
 from cosy_bench.generators.base import Generator
 
 
@@ -52,10 +57,15 @@ def pending(items: list[WorkItem]) -> list[WorkItem]:
 
 
 def synthesize(generator: Generator, items: list[WorkItem], trainer, batch_size: int = 8) -> int:
-    """Generate the missing images of ``items``; returns how many were generated."""
-    todo = pending(items)
-    if not todo:
+    """Generate the missing images of ``items``; returns how many were generated (by all
+    ranks). Under DDP call it on every rank with the same ``items``; it returns once every
+    rank's images are on disk."""
+    require_session(trainer)
+    # rank 0's view of the cache decides, so that all ranks shard the same list
+    todo_at = agreed([i for i, it in enumerate(items) if not Path(it.path).exists()])
+    if not todo_at:
         return 0
-    loader = DataLoader(todo, batch_size=batch_size, shuffle=False, collate_fn=list)
-    counts = trainer.predict(SynthesisModule(generator), dataloaders=loader)
-    return int(sum(counts))
+    todo = [items[i] for i in todo_at]
+    loader = DataLoader(todo, batch_size=batch_size, sampler=ShardSampler(todo), collate_fn=list)
+    counts = trainer.predict(SynthesisModule(generator), dataloaders=loader) or []
+    return int(sum(gather_objects(int(sum(c for c in counts if c)))))

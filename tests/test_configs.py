@@ -60,12 +60,10 @@ def test_every_group_option_composes_and_resolves(compose, group, option):
 
 
 def test_default_config_composes_with_the_toy_world():
-    if not HAS_TOY_MODEL:
-        pytest.skip("conf/model/toy_cnn.yaml (the toy world's model) is not there yet")
     from conftest import compose_config
 
     cfg = compose_config([])
-    assert cfg.model.name and cfg.explainer_name == "ground_truth"
+    assert cfg.model.name == "toy_cnn" and cfg.explainer_name == "invert"
     assert cfg.generator_name == "toyworld"
 
 

@@ -143,7 +143,7 @@ def test_caption_round_trips_through_parser():
 
 def test_generator_prompts(caplog):
     gen = ToyWorldGenerator()
-    assert isinstance(gen, Generator) and gen.name == "toyworld-v1"
+    assert isinstance(gen, Generator) and gen.name == "toyworld-v2"
     images = gen.generate(["realistic photo of a close up of red circle"] * 2, [1, 2])
     assert [im.size for im in images] == [(64, 64)] * 2 and images[0].mode == "RGB"
     assert not np.array_equal(np.asarray(images[0]), np.asarray(images[1]))

@@ -412,14 +412,14 @@ def test_ddp_run_equals_the_single_process_run(tmp_path, single_trainer, ddp_tra
     its own), rank 0 alone writes and prints."""
     single_cache, ddp_cache = tmp_path / "cache1", tmp_path / "cache2"
     single = subprocess.Popen(  # side by side with the DDP run
-        [sys.executable, "-m", "cosy_bench", *TOY, *single_trainer,
+        [sys.executable, "-m", "cosy_bench", *TOY, "explainer=ground_truth", *single_trainer,
          f"hydra.run.dir={tmp_path / 'single'}"],
         cwd=tmp_path, env=_env(COSY_CACHE_DIR=str(single_cache)), stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT, text=True)
     work = tmp_path / "work"
     work.mkdir()
     try:
-        ddp = _app(*TOY, *ddp_trainer, cwd=work, cache=ddp_cache)
+        ddp = _app(*TOY, "explainer=ground_truth", *ddp_trainer, cwd=work, cache=ddp_cache)
         single_out = single.communicate(timeout=300)[0]
     finally:
         if single.poll() is None:

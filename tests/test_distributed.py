@@ -36,8 +36,6 @@ from cosy_bench.distributed import (
 )
 
 REPO = Path(__file__).resolve().parent.parent
-HAS_TOY_WORLD = (REPO / "conf" / "model" / "toy_cnn.yaml").exists()
-needs_toy_world = pytest.mark.skipif(not HAS_TOY_WORLD, reason="needs the toy world")
 
 # the toy world, small and offline; every run names its own cache and folder
 TOY = ["model.weights=null", "logger=none", "n_images=4", "dataset.n=120"]
@@ -172,8 +170,6 @@ _WORKER = textwrap.dedent("""
 @pytest.fixture(scope="module")
 def two_ranks(tmp_path_factory):
     """7 items on 2 ranks (gloo), started as torchrun would: LOCAL_RANK etc. in the env."""
-    if not HAS_TOY_WORLD:
-        pytest.skip("needs the toy world")
     out = tmp_path_factory.mktemp("two_ranks")
     script = out / "worker.py"
     script.write_text(_WORKER)
@@ -400,7 +396,6 @@ GPUS = torch.cuda.device_count()
 
 
 @pytest.mark.slow
-@needs_toy_world
 @pytest.mark.parametrize("single_trainer,ddp_trainer", [
     pytest.param(["trainer=cpu"], ["trainer=ddp_cpu"], id="cpu"),
     pytest.param(["trainer=gpu"], ["trainer=ddp", "trainer.devices=2"], id="gpu",
@@ -534,7 +529,6 @@ def test_submitit_local_launcher_config_composes():
 
 
 @pytest.mark.slow
-@needs_toy_world
 def test_submitit_local_sweep_jobs_started_together_compute_control_activations_once(
         compose, tmp_path):
     """`python -m cosy_bench -m hydra/launcher=submitit_local explainer=ground_truth,random

@@ -28,11 +28,12 @@ def test_true_explanations_score_high_and_random_ones_near_chance(compose, cache
                                                                  layer):
     true = run(compose(toy(cache_dir, f"layer={layer}", "explainer=ground_truth")),
                tmp_path / "true").summary
-    rand = run(compose(toy(cache_dir, f"layer={layer}", "explainer=random",
-                           "explainer.concepts=ground_truth")), tmp_path / "random").summary
+    # random: a seeded draw from the run's concept set (the toy vocabulary), as by default
+    rand = run(compose(toy(cache_dir, f"layer={layer}", "explainer=random")),
+               tmp_path / "random").summary
     assert true["auc"]["mean"] >= 0.95
     assert true["ground_truth_match"] == 1.0
-    assert abs(rand["auc"]["mean"] - 0.5) <= 0.15
+    assert abs(rand["auc"]["mean"] - 0.5) <= 0.1
     assert true["mad"]["mean"] > rand["mad"]["mean"] + 1.0
 
 

@@ -12,6 +12,7 @@ from cosy_bench.toyworld.data import ToyControlSet, ToyProbeSet
 from cosy_bench.toyworld.generator import ToyWorldGenerator
 from cosy_bench.toyworld.render import (
     PLAIN,
+    RENDERER_VERSION,
     caption,
     render,
     render_batch,
@@ -143,7 +144,7 @@ def test_caption_round_trips_through_parser():
 
 def test_generator_prompts(caplog):
     gen = ToyWorldGenerator()
-    assert isinstance(gen, Generator) and gen.name == "toyworld-v2"
+    assert isinstance(gen, Generator) and gen.name == f"toyworld-{RENDERER_VERSION}"
     images = gen.generate(["realistic photo of a close up of red circle"] * 2, [1, 2])
     assert [im.size for im in images] == [(64, 64)] * 2 and images[0].mode == "RGB"
     assert not np.array_equal(np.asarray(images[0]), np.asarray(images[1]))
@@ -180,12 +181,14 @@ def test_background_prompt_sets_background():
 
 def test_datasets():
     control = ToyControlSet(n=30)
-    assert control.name == "toyworld-control-n30-s12345" and len(control) == 30
+    assert control.name == f"toyworld-{RENDERER_VERSION}-control-n30-s12345"
+    assert len(control) == 30
     image = control[3]
     assert image.mode == "RGB" and image.size == (64, 64)
     assert np.array_equal(np.asarray(image), render_scene(12345, 3).image)
     probe = ToyProbeSet(n=20)
-    assert probe.name == "toyworld-probe-n20-s54321" and probe.concepts == CONCEPTS
+    assert probe.name == f"toyworld-{RENDERER_VERSION}-probe-n20-s54321"
+    assert probe.concepts == CONCEPTS
     assert probe.labels.shape == (20, len(CONCEPTS)) and probe.labels.dtype.is_floating_point \
         is False
     masks = probe.masks(4)

@@ -21,8 +21,9 @@ log = logging.getLogger("cosy_bench")
 
 CHECKS: dict[str, dict] = {
     "true": {"_target_": "cosy_bench.explainers.simple.GroundTruthExplainer"},
+    # concepts: the run's concept set (filled in by run(), as conf/explainer/random.yaml does)
     "random": {"_target_": "cosy_bench.explainers.simple.RandomExplainer",
-               "concepts": "ground_truth", "seed": 0},
+               "_recursive_": False, "concepts": None, "seed": 0},
     "shuffled": {"_target_": "cosy_bench.explainers.simple.ShuffledExplainer",
                  "_recursive_": False, "seed": 0,
                  "base": {"_target_": "cosy_bench.explainers.simple.GroundTruthExplainer"}},
@@ -39,6 +40,8 @@ def run(cfg: DictConfig, output_dir: str | Path) -> list[dict]:
             OmegaConf.set_struct(sub, False)
             sub.layer = {"name": layer}
             sub.explainer = CHECKS[check]
+            if check == "random":
+                sub.explainer.concepts = cfg.concepts
             sub.explainer_name = check
             report = run_pipeline(sub, output_dir / f"{layer}-{check}")
             row = {"layer": layer, "explanations": check}

@@ -6,14 +6,20 @@ from pathlib import Path
 
 import numpy as np
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from cosy_bench.explainers.base import Explainer, Explanations
 
 
 def load_concept_set(spec, ctx) -> list[str]:
     """``None``: the model's class names; ``"ground_truth"``: the distinct ground-truth labels
-    of the layer; a list: itself; another string: a text file, one concept per line."""
+    of the layer; a config with ``_target_`` (a ``concepts`` group entry): the list it builds;
+    a list: itself; another string: a text file, one concept per line."""
+    if isinstance(spec, (DictConfig, dict)) and "_target_" in spec:
+        names = [str(n) for n in instantiate(spec)]
+        if not names:
+            raise ValueError(f"the concept set {spec['_target_']} is empty (explainer.concepts)")
+        return names
     if spec == "ground_truth":
         truth = ctx.model.ground_truth(ctx.layer)
         if not truth:
@@ -40,13 +46,26 @@ def load_concept_set(spec, ctx) -> list[str]:
 
 
 class RandomExplainer(Explainer):
-    """Each neuron gets a concept drawn uniformly (seeded) from the concept set."""
+    """Each neuron gets a concept drawn uniformly (seeded) from the concept set.
+
+    By default (``conf/explainer/random.yaml``) the set is the run's ``concepts`` group, the
+    vocabulary the other explainers choose from, so "random" means "a label an explainer could
+    have given". Drawing from the model's own class names (``concepts: null``) is a harder
+    baseline: a wrong class synthesises confident images of another class, which push the
+    neuron below its control level, so AUC falls under 0.5.
+    """
 
     name = "random"
 
     def __init__(self, concepts=None, seed: int = 0):
         self.concepts = concepts
         self.seed = seed
+
+    def cache_key(self) -> dict:
+        concepts = self.concepts
+        if isinstance(concepts, (DictConfig, ListConfig)):
+            concepts = OmegaConf.to_container(concepts, resolve=True)
+        return {"name": self.name, "concepts": concepts, "seed": self.seed}
 
     def explain(self, ctx) -> Explanations:
         names = load_concept_set(self.concepts, ctx)

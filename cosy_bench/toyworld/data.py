@@ -9,7 +9,11 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from cosy_bench.toyworld.render import render_batch_with_classes, render_scene
+from cosy_bench.toyworld.render import (
+    RENDERER_VERSION,
+    render_batch_with_classes,
+    render_scene,
+)
 from cosy_bench.toyworld.vocab import CLASS_NAMES, CONCEPTS
 
 CONTROL_SEED = 12345
@@ -29,7 +33,7 @@ class ToyControlSet(Dataset):
         transform: optional callable applied to each PIL image in ``__getitem__``.
 
     Attributes:
-        name: cache key, e.g. ``"toyworld-control-n2000-s12345"``.
+        name: cache key, e.g. ``"toyworld-v3-control-n2000-s12345"`` (renderer version, n, seed).
         images: uint8 [N, H, W, 3].
         labels: bool tensor [N, C] over ``vocab.CONCEPTS``.
         targets: int64 tensor [N], index in ``vocab.CLASS_NAMES`` of each scene's main object.
@@ -40,7 +44,7 @@ class ToyControlSet(Dataset):
     def __init__(self, n: int = 2000, seed: int = CONTROL_SEED, size: int = 64,
                  transform: Callable | None = None):
         self.n, self.seed, self.size, self.transform = int(n), int(seed), int(size), transform
-        self.name = f"toyworld-{self.kind}-n{self.n}-s{self.seed}" + (
+        self.name = f"toyworld-{RENDERER_VERSION}-{self.kind}-n{self.n}-s{self.seed}" + (
             "" if self.size == 64 else f"-{self.size}px")
         images, labels, classes = render_batch_with_classes(self.n, self.seed, size=self.size)
         self.images: np.ndarray = images
@@ -67,7 +71,7 @@ class ToyProbeSet(ToyControlSet):
     ``concepts[j]`` shows in image ``i`` and :meth:`masks` gives its pixels.
 
     Attributes:
-        name: cache key, e.g. ``"toyworld-probe-n2000-s54321"``.
+        name: cache key, e.g. ``"toyworld-v3-probe-n2000-s54321"``.
     """
 
     kind = "probe"

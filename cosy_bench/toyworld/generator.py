@@ -8,13 +8,12 @@ import numpy as np
 from PIL import Image
 
 from cosy_bench.generators.base import Generator
-from cosy_bench.toyworld.render import Rendered, render, sample_scene
+from cosy_bench.toyworld.render import RENDERER_VERSION, Rendered, render, sample_scene
 from cosy_bench.toyworld.vocab import parse_concepts
 
 logger = logging.getLogger("cosy_bench.toyworld")
 
-#: Version tag of the renderer; part of the generator's cache key.
-RENDERER_VERSION = "v2"
+__all__ = ["RENDERER_VERSION", "ToyWorldGenerator"]
 
 
 class ToyWorldGenerator(Generator):

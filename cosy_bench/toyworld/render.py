@@ -33,6 +33,10 @@ from cosy_bench.toyworld.vocab import (
     class_index,
 )
 
+#: Version of the scene distribution and drawing; part of every toy-world cache key (the
+#: generator's name and the datasets' names). Bump it whenever any image would change.
+RENDERER_VERSION = "v3"
+
 #: Base RGB (0-255) of each colour concept.
 PALETTE: dict[str, tuple[int, int, int]] = {
     "red": (220, 30, 35),
@@ -168,6 +172,7 @@ class Rendered:
             renderer was asked to skip them.
         spec: the scene that was drawn.
         visible: per object of ``spec.objects``, whether enough of it shows to be labelled.
+        areas: float32 [C], fraction of the image each concept covers (0 when absent).
     """
 
     image: np.ndarray
@@ -175,6 +180,7 @@ class Rendered:
     masks: np.ndarray | None
     spec: SceneSpec = field(repr=False)
     visible: tuple[bool, ...] = ()
+    areas: np.ndarray | None = None
 
     @property
     def class_index(self) -> int:
@@ -241,7 +247,8 @@ def sample_scene(
     single required shape is shared by all such objects: "red and white squares"). A
     required background is the scene's background (the objects are then small, unless an
     object concept is required too). Without requirements: background uniform over
-    ``BACKGROUNDS`` or plain (probability ``P_PLAIN``), 1-3 objects, each attribute uniform,
+    ``BACKGROUNDS`` or plain (probability ``P_PLAIN``), 1-3 objects (probabilities 0.55, 0.35,
+    0.1), each attribute uniform,
     main object solid with probability ``P_SOLID_MAIN``.
 
     Args:
@@ -255,7 +262,7 @@ def sample_scene(
     req = _split_required(required)
     n_object_req = max(len(req["colour"]), len(req["shape"]), len(req["pattern"]))
     u = rng.random()
-    n_random = 1 if u < 0.5 else 2 if u < 0.85 else 3
+    n_random = 1 if u < 0.55 else 2 if u < 0.9 else 3
 
     if req["background"]:
         background = req["background"][0]
@@ -272,7 +279,7 @@ def sample_scene(
         main_radius = rng.uniform(0.12, 0.2)
         n_objects = min(n_random, 2)
     else:
-        main_radius = rng.uniform(0.22, 0.38)
+        main_radius = rng.uniform(0.2, 0.36)
         n_objects = n_random
 
     objects: list[ObjectSpec] = []
@@ -519,9 +526,10 @@ def render(spec: SceneSpec, rng: np.random.Generator, with_masks: bool = True) -
                 masks[CONCEPT_INDEX[concept]] |= vis
     if spec.background != PLAIN:
         masks[CONCEPT_INDEX[spec.background]] = ~covered
-    labels = masks.any(axis=(1, 2))
-    return Rendered(image=image, labels=labels, masks=masks if with_masks else None, spec=spec,
-                    visible=shown)
+    counts = masks.sum(axis=(1, 2))
+    return Rendered(image=image, labels=counts > 0, masks=masks if with_masks else None,
+                    spec=spec, visible=shown,
+                    areas=(counts / float(size * size)).astype(np.float32))
 
 
 def render_scene(

@@ -38,6 +38,8 @@ class RunContext:
     extractor: LayerExtractor
     num_neurons: int
     stats: dict = field(default_factory=dict)
+    #: the neurons the run will evaluate (``neurons`` config), known before explaining
+    wanted: list[int] | None = None
 
     def trainer(self):
         return instantiate(self.cfg.trainer)
@@ -82,6 +84,34 @@ class RunContext:
         return (acts, index) if with_index else acts
 
 
+    def exemplars(self, dataset, k: int = 15, quantile: float = 0.99,
+                  quantile_samples: int = 16384, seed: int = 0):
+        """MILAN's exemplars of every unit of the layer on ``dataset`` (top-k images by the
+        spatial max, their activation maps and the units' quantile levels), cached by
+        (model, layer, dataset, settings)."""
+        from cosy_bench.explainers.milan_exemplars import Exemplars, collect_exemplars
+
+        key = stable_hash({**self.model_key, "dataset": dataset.name, "k": k,
+                           "quantile": quantile, "quantile_samples": quantile_samples,
+                           "seed": seed, "spatial": self.layer.spatial})
+        path = self.cache.path("exemplars", key, ".safetensors")
+
+        def compute():
+            log.info("exemplars: top-%d images of %d units on %d images of %s", k,
+                     self.num_neurons, len(dataset), dataset.name)
+            ex = collect_exemplars(self.model.spatial_extractor(self.layer.name), dataset,
+                                   self.model.transform, self.trainer(), k=k, quantile=quantile,
+                                   quantile_samples=quantile_samples, seed=seed,
+                                   batch_size=self.cfg.batch_size,
+                                   num_workers=self.cfg.num_workers)
+            return ex.to_tensors()
+
+        tensors, computed = compute_once(path, compute, save_tensors_atomic,
+                                         self.cache.load_tensors, what="exemplars")
+        self.stats["exemplars_computed"] = computed
+        return Exemplars.from_tensors(tensors)
+
+
 def count_neurons(extractor: LayerExtractor, transform) -> int:
     """K of a layer, from one forward pass on a blank image."""
     from PIL import Image
@@ -93,7 +123,10 @@ def count_neurons(extractor: LayerExtractor, transform) -> int:
 
 def explain(ctx: RunContext, explainer: Explainer) -> Explanations:
     """The explainer's output for this model and layer, cached by all that determines it."""
-    key = stable_hash({"explainer": explainer.cache_key(), **ctx.model_key})
+    key = {"explainer": explainer.cache_key(), **ctx.model_key}
+    if explainer.explains_wanted_only:
+        key["neurons"] = ctx.wanted
+    key = stable_hash(key)
     path = ctx.cache.path("explanations", key, ".csv")
     if agreed(path.exists()):  # rank 0 decides: the explainer may run predict loops
         log.info("explanations (%s): cache hit", explainer.name)
@@ -199,6 +232,7 @@ def run(cfg: DictConfig, output_dir: str | Path):
 
     # the control set first: a wrong path fails before any explanation or image is made
     control_ds = instantiate(cfg.dataset)
+    ctx.wanted = choose_neurons(cfg.neurons, list(range(num_neurons)), num_neurons)
     explainer: Explainer = instantiate(cfg.explainer)
     explanations = explain(ctx, explainer)
     neurons = choose_neurons(cfg.neurons, list(explanations.texts), num_neurons)

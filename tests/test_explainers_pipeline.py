@@ -103,3 +103,39 @@ def test_invert_needs_a_labelled_probe(compose, smoke, cache_dir, tmp_path):
     cfg.explainer.probe = {"_target_": "cosy_bench.data.SyntheticControlSet", "n": 8}
     with pytest.raises(ValueError, match="labelled probe set"):
         run(cfg, tmp_path)
+
+
+def test_milan_smoke_on_resnet18_runs_offline_with_a_random_published_size_decoder(
+        compose, smoke, cache_dir, tmp_path, caplog):
+    """`python -m cosy_bench explainer=milan model=resnet18 debug=smoke`."""
+    from conftest import no_network
+
+    from cosy_bench.explainers.milan_checkpoints import RANDOM_WORDS
+
+    cfg = compose(smoke(cache_dir, "explainer=milan"))
+    assert cfg.explainer.checkpoint == "random"
+    with no_network(), caplog.at_level(logging.INFO, logger="cosy_bench"):
+        report = run(cfg, tmp_path)
+    assert "describing 3 units" in caplog.text  # only the neurons the run scores
+    rows = _rows(tmp_path / "results.csv")
+    assert len(rows) == 3
+    for row in rows:
+        words = row["explanation"].split()
+        assert words and set(words) <= set(RANDOM_WORDS)
+        assert row["explanation"] == row["explanation"].lower()
+        assert float(row["milan_log_p_caption"]) < 0
+    assert report.summary["auc"]["n"] == 3
+    # a second run reads the explanations from the cache and describes nothing
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="cosy_bench"):
+        run(cfg, tmp_path / "again")
+    assert "explanations (milan): cache hit" in caplog.text
+    assert "describing" not in caplog.text
+
+
+def test_milan_explains_only_the_wanted_neurons_and_keys_its_cache_by_them(
+        compose, smoke, cache_dir, tmp_path):
+    cfg = compose(smoke(cache_dir, "explainer=milan", "neurons.ids=[5,7]",
+                        "explainer.random_encoder=resnet18"))
+    report = run(cfg, tmp_path)
+    assert [int(r["neuron"]) for r in report.rows] == [5, 7]

@@ -48,3 +48,14 @@ def test_clip_dissect_with_the_toy_clip_names_the_concept_units(compose, cache_d
     summary = run(compose(toy(cache_dir, "layer=concepts", "explainer=clip_dissect")),
                   tmp_path).summary
     assert summary["ground_truth_match"] >= 0.7
+
+
+def test_milan_with_the_shipped_toy_decoder_names_the_concept_units(compose, cache_dir, tmp_path):
+    cfg = compose(toy(cache_dir, "layer=concepts", "explainer=milan"))
+    assert cfg.explainer.checkpoint == "toyworld"  # the toy model names its own decoder
+    report = run(cfg, tmp_path)
+    assert report.summary["run"]["n_neurons"] == len(CONCEPTS)
+    assert report.summary["ground_truth_match"] >= 0.5
+    texts = [row["explanation"] for row in report.rows]
+    assert len(texts) == len(CONCEPTS) and all(t and t == t.lower() for t in texts)
+    assert all("milan_score" in row for row in report.rows)

@@ -46,6 +46,9 @@ class Explainer(ABC):
     """Subclasses set ``name`` and implement :meth:`explain`."""
 
     name: str = "explainer"
+    #: True for explainers that label only the neurons the run evaluates
+    #: (``RunContext.wanted``), e.g. MILAN, whose cost grows with every neuron described.
+    explains_wanted_only: bool = False
 
     def cache_key(self) -> dict:
         """Everything that determines the explanations besides model, weights and layer."""

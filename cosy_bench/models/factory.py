@@ -11,7 +11,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from cosy_bench.models.layers import LayerExtractor, LayerSpec
+from cosy_bench.models.layers import LayerExtractor, LayerSpec, SpatialExtractor
 
 
 @dataclass
@@ -41,6 +41,10 @@ class ModelBundle:
 
     def extractor(self, layer: str | None) -> LayerExtractor:
         return LayerExtractor(self.module, self.layer(layer))
+
+    def spatial_extractor(self, layer: str | None) -> SpatialExtractor:
+        """The unit maps [B, K, h, w] of ``layer`` (see :class:`SpatialExtractor`)."""
+        return SpatialExtractor(self.module, self.layer(layer))
 
     def ground_truth(self, spec: LayerSpec) -> list[str] | None:
         """Known label of every unit of ``spec`` where the config provides one."""
@@ -83,7 +87,8 @@ def create_model(cfg: DictConfig, seed: int = 0) -> ModelBundle:
         lcfg = OmegaConf.to_container(lcfg, resolve=True) if lcfg is not None else {}
         layers[lname] = LayerSpec(name=lname, module=lcfg.get("module"),
                                   reduction=lcfg.get("reduction", "auto"),
-                                  ground_truth=lcfg.get("ground_truth"))
+                                  ground_truth=lcfg.get("ground_truth"),
+                                  spatial=lcfg.get("spatial"))
     class_names = cfg.get("class_names")
     if isinstance(class_names, DictConfig):
         class_names = OmegaConf.to_container(class_names, resolve=True)

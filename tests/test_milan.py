@@ -283,3 +283,22 @@ def test_the_shipped_toy_decoder_is_small_and_records_how_it_was_trained():
     assert float(meta["held_out_accuracy"]) >= 0.9
     model = mc.load_captioner("toyworld")
     assert model.encoder.config == "toy_cnn"
+
+
+def test_the_checkpoint_command_loads_strictly_and_decodes(tmp_path, capsys):
+    source = small_captioner()
+    path = tmp_path / "milan-x.pth"
+    write_published(path, source)
+    mc.main([str(path)])
+    out = capsys.readouterr().out
+    assert "loaded strictly; encoder toy_cnn (320 features), vocabulary 4 words" in out
+    assert "random exemplars -> {'description':" in out
+
+
+def test_a_published_name_offline_says_how_to_proceed(tmp_path, monkeypatch):
+    from conftest import no_network
+
+    monkeypatch.setenv("COSY_CACHE_DIR", str(tmp_path))
+    with no_network(), pytest.raises(RuntimeError, match=r"milan-base\.pth.*checkpoint=random"):
+        mc.load_captioner("base")
+    assert not list(tmp_path.rglob("*.pth")) and not list(tmp_path.rglob("*.part"))

@@ -319,3 +319,32 @@ def load_captioner(checkpoint: str, trust_checkpoint: bool = False, seed: int = 
             f"MILAN checkpoint {checkpoint!r} is neither a file nor a known name "
             f"({sorted(PUBLISHED)}, toyworld, random) (explainer.checkpoint)")
     return captioner_from_published(read_published(path, trust_checkpoint), str(path))
+
+
+def main(argv=None) -> None:
+    """``python -m cosy_bench.explainers.milan_checkpoints base``: fetch (once) and load a
+    checkpoint strictly, print what it holds and decode one random exemplar set."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=main.__doc__)
+    ap.add_argument("checkpoint", nargs="?", default="base",
+                    help=f"{sorted(PUBLISHED)}, toyworld, random, or a file")
+    ap.add_argument("--trust-checkpoint", action="store_true")
+    args = ap.parse_args(argv)
+    model = load_captioner(args.checkpoint, trust_checkpoint=args.trust_checkpoint)
+    arch = architecture(model)
+    print(f"{args.checkpoint}: loaded strictly; encoder {arch['encoder']} "
+          f"({model.feature_size} features), vocabulary {len(model.vocab.words)} words, "
+          f"embedding {arch['embedding_size']}, hidden {arch['hidden_size']}, "
+          f"LM {arch.get('lm')}, decoding: {model.strategy}, beam {model.beam_size}, "
+          f"length {model.length}, temperature {model.temperature}")
+    torch.manual_seed(0)
+    size = 64 if arch["encoder"] == "toy_cnn" else 224
+    with torch.no_grad():
+        feats = model.encode(torch.rand(1, 15, 3, size, size),
+                             (torch.rand(1, 15, 1, size, size) > 0.5).float())
+        print("random exemplars ->", model.describe(feats, beam_size=5)[0])
+
+
+if __name__ == "__main__":
+    main()

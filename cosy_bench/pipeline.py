@@ -126,6 +126,8 @@ def explain(ctx: RunContext, explainer: Explainer) -> Explanations:
     key = {"explainer": explainer.cache_key(), **ctx.model_key}
     if explainer.explains_wanted_only:
         key["neurons"] = ctx.wanted
+    if ctx.layer.spatial:  # where unit maps are read (MILAN's masks)
+        key["spatial"] = ctx.layer.spatial
     key = stable_hash(key)
     path = ctx.cache.path("explanations", key, ".csv")
     if agreed(path.exists()):  # rank 0 decides: the explainer may run predict loops

@@ -438,6 +438,24 @@ def test_ddp_run_equals_the_single_process_run(tmp_path, single_trainer, ddp_tra
     assert single_out.count("CoSy results:") == 1
 
 
+@pytest.mark.slow
+def test_ddp_milan_gives_the_single_process_explanations(tmp_path):
+    """explainer=milan under trainer=ddp_cpu: the exemplar pass runs sharded, the units are
+    described across the ranks and gathered; the explanations equal one process's."""
+    milan = ["explainer=milan", "layer=concepts", "probe.n=300", "neurons.ids=[0,8,14,18,22]"]
+    single = _app(*TOY, *milan, f"hydra.run.dir={tmp_path / 'single'}", cwd=tmp_path,
+                  cache=tmp_path / "cache1")
+    work = tmp_path / "work"
+    work.mkdir()
+    ddp = _app(*TOY, *milan, "trainer=ddp_cpu", cwd=work, cache=tmp_path / "cache2")
+    assert "describing 5 units" in single.stderr + single.stdout
+    assert ddp.stdout.count("CoSy results:") == 1
+    run = next(p.parent for p in (work / "outputs").rglob("results.csv"))
+    _assert_same_results(tmp_path / "single" / "results.csv", run / "results.csv")
+    a, b = _rows(tmp_path / "single" / "results.csv"), _rows(run / "results.csv")
+    assert [r["milan_score"] for r in a] == [r["milan_score"] for r in b]
+
+
 def _control_key_path(compose, cache: Path, *overrides: str) -> Path:
     """Where a run with ``overrides`` caches its control activations."""
     from hydra.utils import instantiate

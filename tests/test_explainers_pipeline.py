@@ -134,8 +134,14 @@ def test_milan_smoke_on_resnet18_runs_offline_with_a_random_published_size_decod
 
 
 def test_milan_explains_only_the_wanted_neurons_and_keys_its_cache_by_them(
-        compose, smoke, cache_dir, tmp_path):
+        compose, smoke, cache_dir, tmp_path, caplog):
     cfg = compose(smoke(cache_dir, "explainer=milan", "neurons.ids=[5,7]",
                         "explainer.random_encoder=resnet18"))
     report = run(cfg, tmp_path)
     assert [int(r["neuron"]) for r in report.rows] == [5, 7]
+    # other neurons are another explanation set: described anew, not read from the cache
+    other = compose(smoke(cache_dir, "explainer=milan", "neurons.ids=[5]",
+                          "explainer.random_encoder=resnet18"))
+    with caplog.at_level(logging.INFO, logger="cosy_bench"):
+        run(other, tmp_path / "other")
+    assert "describing 1 units" in caplog.text

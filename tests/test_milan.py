@@ -33,7 +33,13 @@ def small_captioner(words=("red", "circles", "objects", "stripes"), seed=0, lm=T
 # ---------------------------------------------------------------- the published format
 
 class _WriterConfig(dict):
-    """What spaCy's tokenizer config pickles as (a dict subclass of another package)."""
+    """What spaCy's tokenizer config pickles as: a dict subclass of another package, with
+    instance state (so its pickle takes the NEWOBJ + SETITEMS + BUILD path)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.is_interpolated = True
+        self.section_order = ["nlp", "components"]
 
 
 def _indexer(words, config_module):
@@ -155,9 +161,26 @@ def test_published_sizes_of_the_random_decoder():
         128, 512, 50, 15)
     assert (model.lm.layers, model.lm.hidden_size, model.temperature) == (2, 512, 0.2)
     assert model.lstm.weight_ih.shape == (4 * 512, 128 + 3904)
-    keys = set(model.state_dict())
-    assert {"encoder.encoder.model.layer4.2.conv3.weight", "attend.output.0.weight",
-            "output.1.weight", "lm.output.0.weight", "feature_gate.0.weight"} <= keys
+    state = model.state_dict()
+    # the authors' Decoder(PyramidConvEncoder("resnet101"), LanguageModel) has 658 entries:
+    # resnet101's 626 (incl. BatchNorm counters), mean, std, and these 30
+    assert len(state) == 658
+    own = {k for k in state if not k.startswith("encoder.")}
+    assert own == {
+        "init_h.0.weight", "init_h.0.bias", "init_c.0.weight", "init_c.0.bias",
+        "embedding.weight", "attend.query_to_hidden.weight", "attend.query_to_hidden.bias",
+        "attend.key_to_hidden.weight", "attend.key_to_hidden.bias", "attend.output.0.weight",
+        "attend.output.0.bias", "feature_gate.0.weight", "feature_gate.0.bias",
+        "lstm.weight_ih", "lstm.weight_hh", "lstm.bias_ih", "lstm.bias_hh",
+        "output.1.weight", "output.1.bias", "lm.embedding.weight",
+        *(f"lm.lstm.{w}_l{i}" for w in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+          for i in (0, 1)),
+        "lm.output.0.weight", "lm.output.0.bias"}
+    assert {"encoder.mean", "encoder.std", "encoder.encoder.model.conv1.weight",
+            "encoder.encoder.model.layer4.2.conv3.weight",
+            "encoder.encoder.model.fc.weight"} <= set(state)
+    assert state["attend.key_to_hidden.weight"].shape == (512, 3904)
+    assert state["output.1.weight"].shape == (len(model.vocab), 512)
 
 
 # ---------------------------------------------------------------- decoding
@@ -233,7 +256,9 @@ def test_vocabulary_layout_and_round_trip():
     enc = voc.encode(["Red circles", "red"])
     assert enc.tolist() == [[2, 0, 1, 3], [2, 0, 3, 4]]
     assert voc.decode(enc[0, 1:].tolist()) == "red circles"
-    assert voc.decode([0, 5, 3, 1]) == "red <unk>"
+    assert voc.decode([0, 5, 3, 1]) == "red"  # specials never reach the text
+    punct = Vocabulary(["dogs", ",", "cats", "-", "like", "."])
+    assert punct.decode([0, 1, 2, 3, 4, 5]) == "dogs, cats-like."
     with pytest.raises(ValueError, match="special"):
         Vocabulary(["<stop>"])
 
@@ -253,7 +278,12 @@ def test_pyramid_masks_restrict_the_features_to_the_masked_region():
     assert not torch.allclose(whole_a[0, :32], whole_b[0, :32], atol=1e-3)
     with torch.no_grad():
         empty = enc(img, torch.zeros(1, 1, 64, 64))
+        ones, scaled = enc(img, torch.ones(1, 1, 64, 64)), enc(img, 3 * left)
+        conv1 = enc.encoder.model.conv1((img - enc.mean) / enc.std)
     assert torch.count_nonzero(empty) == 0
+    # masks are normalised to sum 1: a full mask is the spatial mean, scaling changes nothing
+    assert torch.allclose(ones[0, :32], conv1.mean(dim=(2, 3))[0], atol=1e-5)
+    assert torch.allclose(scaled, a, atol=1e-5)
 
 
 # ---------------------------------------------------------------- the toy decoder
@@ -302,3 +332,40 @@ def test_a_published_name_offline_says_how_to_proceed(tmp_path, monkeypatch):
     with no_network(), pytest.raises(RuntimeError, match=r"milan-base\.pth.*checkpoint=random"):
         mc.load_captioner("base")
     assert not list(tmp_path.rglob("*.pth")) and not list(tmp_path.rglob("*.part"))
+
+
+def test_describe_units_gives_each_unit_its_own_exemplars_and_masks():
+    from PIL import Image
+
+    from cosy_bench.explainers.milan import describe_units
+    from cosy_bench.explainers.milan_exemplars import Exemplars
+
+    images = [Image.new("RGB", (8, 8), (40 * i, 0, 0)) for i in range(6)]
+    ex = Exemplars(indices=torch.tensor([[0, 1], [2, 3], [4, 5]]),
+                   scores=torch.ones(3, 2), maps=torch.randn(3, 2, 2, 2), levels=torch.zeros(3))
+
+    class Recorder:
+        def __init__(self):
+            self.calls, self.p = [], torch.nn.Parameter(torch.zeros(1))
+
+        def parameters(self):
+            return iter([self.p])
+
+        def encode(self, imgs, masks):
+            self.calls.append((imgs, masks))
+            return torch.zeros(len(imgs), imgs.shape[1], 4)
+
+        def describe(self, feats, **_):
+            return [{"description": "x"} for _ in range(len(feats))]
+
+    rec = Recorder()
+    import torchvision.transforms as T
+
+    out = describe_units(rec, ex, images, T.ToTensor(), [2, 0], batch_units=1)
+    assert len(out) == 2 and len(rec.calls) == 2
+    want_masks = ex.masks((8, 8))
+    for (imgs, masks), unit in zip(rec.calls, [2, 0], strict=True):
+        assert imgs.shape == (1, 2, 3, 8, 8)
+        assert torch.equal(masks[0, :, 0].bool(), want_masks[unit])
+        red = imgs[0, :, 0, 0, 0] * 255
+        assert torch.allclose(red, 40 * ex.indices[unit].float(), atol=0.5)

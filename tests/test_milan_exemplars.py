@@ -230,6 +230,22 @@ def test_result_does_not_depend_on_the_batch_size():
         assert torch.equal(value, large.to_tensors()[name]), name
 
 
+def test_a_probe_set_larger_than_the_sample_gives_a_bounded_batch_independent_sample():
+    from cosy_bench.explainers.milan_exemplars import sampled_images
+
+    index = torch.arange(20_000)
+    keep = sampled_images(index, 20_000, 1_000, seed=0)
+    assert 800 <= int(keep.sum()) <= 1_200  # about quantile_samples images, one value each
+    assert torch.equal(keep[5000:5100], sampled_images(index[5000:5100], 20_000, 1_000, 0))
+    assert not torch.equal(keep, sampled_images(index, 20_000, 1_000, seed=1))
+    assert bool(sampled_images(index[:10], 10, 1_000, seed=0).all())
+    # through the pass: fewer images than N give positions; still batch-independent
+    kw = dict(k=3, quantile=0.9, quantile_samples=6)
+    small, large = planted_exemplars(batch_size=3, **kw), planted_exemplars(batch_size=64, **kw)
+    for name, value in small.to_tensors().items():
+        assert torch.equal(value, large.to_tensors()[name]), name
+
+
 def test_sampled_levels_estimate_the_quantile():
     maps = all_maps().transpose(0, 1).flatten(1)  # [K, N * 32 * 32]
     est = planted_exemplars(k=3, quantile=0.9, quantile_samples=1200).levels

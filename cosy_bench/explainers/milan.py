@@ -22,13 +22,14 @@ def describe_units(captioner, exemplars, dataset, transform, units: list[int],
     :meth:`Captioner.describe`)."""
     from cosy_bench.explainers.milan_exemplars import exemplar_images
 
+    device = next(captioner.parameters()).device
     out: list[dict] = []
     for start in range(0, len(units), batch_units):
         chunk = torch.tensor(units[start:start + batch_units])
         images = exemplar_images(dataset, transform, exemplars.indices[chunk])  # [u, k, 3, H, W]
-        masks = exemplars.masks(tuple(images.shape[-2:]))[chunk]  # [u, k, H, W]
+        masks = exemplars.masks(tuple(images.shape[-2:]), units=chunk)  # [u, k, H, W]
         with torch.no_grad():
-            features = captioner.encode(images, masks[:, :, None].float())
+            features = captioner.encode(images.to(device), masks[:, :, None].float().to(device))
         out += captioner.describe(features, **decoding)
     return out
 
@@ -71,13 +72,14 @@ class MilanExplainer(Explainer):
         if isinstance(self.probe, DictConfig):
             key["probe"] = OmegaConf.to_container(self.probe, resolve=True)
         key.pop("batch_units")
-        if self.checkpoint.endswith(".safetensors") or self.checkpoint == "toyworld":
-            from pathlib import Path
+        from pathlib import Path
 
-            from cosy_bench.explainers.milan_checkpoints import TOY_CHECKPOINT
+        from cosy_bench.explainers.milan_checkpoints import TOY_CHECKPOINT
 
-            path = TOY_CHECKPOINT if self.checkpoint == "toyworld" else Path(self.checkpoint)
-            key["checkpoint_mtime"] = path.stat().st_mtime_ns if path.exists() else None
+        path = TOY_CHECKPOINT if self.checkpoint == "toyworld" else Path(self.checkpoint)
+        if path.is_file():  # a replaced file invalidates the explanations
+            stat = path.stat()
+            key["checkpoint_file"] = [stat.st_size, stat.st_mtime_ns]
         return key
 
     def explain(self, ctx) -> Explanations:
@@ -87,6 +89,8 @@ class MilanExplainer(Explainer):
         probe = instantiate(self.probe)
         captioner = load_captioner(self.checkpoint, trust_checkpoint=self.trust_checkpoint,
                                    seed=self.seed, encoder=self.random_encoder)
+        if torch.cuda.is_available():  # this rank's GPU (under DDP, set by the session)
+            captioner = captioner.to(torch.device("cuda", torch.cuda.current_device()))
         exemplars = ctx.exemplars(probe, k=self.k, quantile=self.quantile,
                                   quantile_samples=self.quantile_samples, seed=self.seed)
         decoding = {k: v for k, v in (("strategy", self.strategy), ("beam_size", self.beam_size),
@@ -94,8 +98,15 @@ class MilanExplainer(Explainer):
                                        ("temperature", self.temperature)) if v is not None}
         log.info("MILAN (%s): describing %d units from %d exemplars each", self.checkpoint,
                  len(units), self.k)
-        records = describe_units(captioner, exemplars, probe, ctx.model.transform, units,
-                                 batch_units=self.batch_units, **decoding)
+        # under DDP each rank describes its share of the units; all ranks get every record
+        from cosy_bench.distributed import gather_objects, get_rank, get_world_size, shard
+
+        mine = [units[i] for i in shard(len(units), get_rank(), get_world_size())]
+        described = describe_units(captioner, exemplars, probe, ctx.model.transform, mine,
+                                   batch_units=self.batch_units, **decoding)
+        by_unit = {u: r for part in gather_objects(list(zip(mine, described, strict=True)))
+                   for u, r in part}
+        records = [by_unit[u] for u in units]
         texts = {u: r["description"].lower() for u, r in zip(units, records, strict=True)}
         extra = {name: {u: f"{r[name]:.4f}" for u, r in zip(units, records, strict=True)}
                  for name in ("score", "log_p_caption", "log_p_lm")}

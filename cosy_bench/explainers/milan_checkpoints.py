@@ -69,6 +69,7 @@ _ALLOWED = {
     ("torch._utils", "_rebuild_parameter"): None,
     ("torch", "Size"): None,
     ("_codecs", "encode"): None,  # how protocol 2 pickles bytes
+    ("builtins", "bytes"): None,  # empty bytes under protocol 2
     ("builtins", "set"): None,
     ("builtins", "frozenset"): None,
     ("builtins", "bytearray"): None,

@@ -18,9 +18,11 @@ index, so the result does not depend on the number of ranks or the batch size.
 
 **The level is an estimate.** Over N probe images, each contributes
 ``q = min(h * w, max(1, ceil(quantile_samples / N)))`` positions drawn without replacement by
-a generator seeded from ``(seed, dataset index)``, so about ``max(quantile_samples, N)``
-values per unit (N * q), the same ones whatever the batching or sharding. With
-``quantile_samples >= N * h * w`` every position is used and the level is exact.
+a generator seeded from ``(seed, dataset index)``; when N > quantile_samples only a seeded
+``quantile_samples / N`` share of the images contributes (one position each). So the sample
+holds about ``quantile_samples`` values per unit (at least N * q when N is smaller), the
+same ones whatever the batching or sharding. With ``quantile_samples >= N * h * w`` every
+position is used and the level is exact.
 
 Shapes: K units, k exemplars per unit, [h, w] the unit maps, [H, W] the images, N images.
 """
@@ -153,6 +155,19 @@ def samples_per_image(n_images: int, positions: int, quantile_samples: int) -> i
     return min(positions, max(1, math.ceil(quantile_samples / max(1, n_images))))
 
 
+def sampled_images(index: torch.Tensor, n_images: int, quantile_samples: int,
+                   seed: int) -> torch.Tensor:
+    """bool [B]: which images of dataset index [B] give positions to the level sample.
+    All when ``n_images <= quantile_samples``; otherwise each with probability
+    ``quantile_samples / n_images`` (seeded by its index), so the sample holds about
+    ``quantile_samples`` values per unit however large the probe set."""
+    if n_images <= quantile_samples:
+        return torch.ones(len(index), dtype=torch.bool)
+    rate = quantile_samples / n_images
+    draws = [np.random.default_rng([seed % 2**63, int(i), 1]).random() for i in index.tolist()]
+    return torch.tensor(draws) < rate
+
+
 def image_generator(seed: int, index: int) -> torch.Generator:
     """A CPU generator seeded from (seed, dataset index): the same draw for an image
     whatever the batch or rank it is in."""
@@ -214,8 +229,13 @@ class ExemplarModule(L.LightningModule):
         return len(index)
 
     def _sample(self, maps: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-        """[B * q] sampled positions of maps [B, K, h, w] -> values [B * q, K] (CPU)."""
+        """[B' * q] sampled positions of maps [B, K, h, w] -> values [B' * q, K] (CPU),
+        B' the images of the batch drawn into the sample (all when N <= quantile_samples)."""
+        keep = sampled_images(index.cpu(), self.n_images, self.quantile_samples, self.seed)
+        maps, index = maps[keep.to(maps.device)], index[keep.to(index.device)]
         b, n_units, h, w = maps.shape
+        if b == 0:
+            return maps.new_empty(0, n_units).cpu()
         q = samples_per_image(self.n_images, h * w, self.quantile_samples)
         pos = sample_positions(index.cpu(), h * w, q, self.seed).to(maps.device)
         values = maps.flatten(2).gather(2, pos[:, None, :].expand(b, n_units, q))
@@ -265,7 +285,9 @@ def collect_exemplars(extractor: SpatialExtractor, dataset: Dataset, transform, 
         k: exemplars per unit (``explainer.k``, MILAN: 15).
         quantile: the level's quantile over all positions (``explainer.quantile``, 0.99).
         quantile_samples: target number of sampled positions per unit for the level: each
-            image gives ``min(h * w, max(1, ceil(quantile_samples / N)))`` positions.
+            image gives ``min(h * w, max(1, ceil(quantile_samples / N)))`` positions; when
+            N > quantile_samples, a seeded ``quantile_samples / N`` share of the images gives
+            one each, so memory stays bounded (about quantile_samples x K values) for any N.
         seed: seeds the positions sampled from each image, with its dataset index.
 
     Returns:
@@ -280,6 +302,9 @@ def collect_exemplars(extractor: SpatialExtractor, dataset: Dataset, transform, 
     module = ExemplarModule(extractor, k, len(dataset), quantile_samples, seed)
     trainer.predict(module, dataloaders=loader, return_predictions=False)
     top, samples = _merge(gather_objects(module.local_result()), k)
+    if samples.shape[0] == 0:
+        raise ValueError(f"no position was drawn for the quantile levels: raise "
+                         f"explainer.quantile_samples (now {quantile_samples})")
     if top.indices.shape[1] < k:
         raise ValueError(f"explainer.k={k}, but only {top.indices.shape[1]} images of the "
                          "probe dataset could be read")

@@ -67,7 +67,8 @@ class Vocabulary:
         return out
 
     def decode(self, ids: Sequence[int]) -> str:
-        """The words up to the first ``<stop>`` (specials dropped), space-joined."""
+        """The words up to the first ``<stop>``, specials (``<unk>`` too) dropped, joined by
+        spaces with ``. , ; :`` attached to the word before and ``-`` to both sides."""
         words = []
         for i in ids:
             i = int(i)
@@ -75,9 +76,8 @@ class Vocabulary:
                 break
             if i < len(self.words):
                 words.append(self.words[i])
-            elif i == self.unk:
-                words.append("<unk>")
-        return " ".join(words)
+        text = re.sub(r"\s+([.,;:])", r"\1", " ".join(words))
+        return re.sub(r"\s*-\s*", "-", text)
 
 
 # ----------------------------------------------------------------------------- encoder
@@ -133,10 +133,6 @@ class _Instrumented(nn.Module):
         self.model = model
 
 
-class _Stop(Exception):
-    pass
-
-
 class PyramidEncoder(nn.Module):
     """One feature vector per (image, mask): the backbone's maps at every layer of
     ``BACKBONES[config].layers``, each pooled under the mask (resized bilinearly to the
@@ -168,20 +164,17 @@ class PyramidEncoder(nn.Module):
         x = (images - self.mean) / self.std
         maps: dict[str, torch.Tensor] = {}
         modules = dict(self.encoder.model.named_modules())
-        last = self.layers[-1]
 
         def keep(name):
             def hook(_m, _i, out):
                 maps[name] = out
-                if name == last:
-                    raise _Stop
             return hook
 
+        # the whole forward runs, as in the authors' encoder: an in-place op after a read
+        # layer (AlexNet's ReLU after features.10) acts on the map read there
         handles = [modules[n].register_forward_hook(keep(n)) for n in self.layers]
         try:
             self.encoder.model(x)
-        except _Stop:
-            pass
         finally:
             for h in handles:
                 h.remove()
@@ -210,8 +203,12 @@ class Attention(nn.Module):
         self.key_to_hidden = nn.Linear(key_size, self.hidden_size)
         self.output = nn.Sequential(nn.Linear(self.hidden_size, 1), nn.Softmax(dim=1))
 
-    def forward(self, query: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
-        hidden = torch.tanh(self.query_to_hidden(query)[:, None] + self.key_to_hidden(keys))
+    def forward(self, query: torch.Tensor, keys: torch.Tensor,
+                projected_keys: torch.Tensor | None = None) -> torch.Tensor:
+        """``projected_keys``: ``key_to_hidden(keys)``, when the caller computed it once."""
+        if projected_keys is None:
+            projected_keys = self.key_to_hidden(keys)
+        hidden = torch.tanh(self.query_to_hidden(query)[:, None] + projected_keys)
         return self.output(hidden).view(*keys.shape[:2])
 
 
@@ -310,10 +307,10 @@ class Captioner(nn.Module):
         return self.init_h(pooled), self.init_c(pooled)
 
     def step(self, features: torch.Tensor, tokens: torch.Tensor,
-             state: tuple[torch.Tensor, torch.Tensor]):
+             state: tuple[torch.Tensor, torch.Tensor], projected_keys: torch.Tensor | None = None):
         """One step: log p(next | prefix, E) [B, V], attention [B, n], new (h, c)."""
         h, c = state
-        attention = self.attend(h, features)
+        attention = self.attend(h, features, projected_keys)
         attended = (attention[..., None] * features).sum(dim=1) * self.feature_gate(h)
         h, c = self.lstm(torch.cat([self.embedding(tokens), attended], dim=-1), (h, c))
         return self.output(h), attention, (h, c)
@@ -322,9 +319,10 @@ class Captioner(nn.Module):
         """Teacher forcing: features [B, n, F], tokens [B, T] (``<start>`` first) ->
         log-probs [B, T-1, V] of tokens[:, 1:], attentions [B, T-1, n]."""
         state = self.init_state(features)
+        keys = self.attend.key_to_hidden(features)
         log_probs, attentions = [], []
         for t in range(tokens.shape[1] - 1):
-            lp, att, state = self.step(features, tokens[:, t], state)
+            lp, att, state = self.step(features, tokens[:, t], state, keys)
             log_probs.append(lp)
             attentions.append(att)
         return torch.stack(log_probs, dim=1), torch.stack(attentions, dim=1)
@@ -345,11 +343,12 @@ class Captioner(nn.Module):
         scores = features.new_zeros(u, 1)
         h, c = self.init_state(features)
         current = torch.full((u,), self.vocab.start, dtype=torch.long, device=features.device)
-        feats = features
+        feats, unit_keys = features, self.attend.key_to_hidden(features)
+        keys = unit_keys
         never = torch.tensor([self.vocab.start, self.vocab.pad], device=features.device)
         for t in range(length):
             w = scores.shape[1]
-            lp, _, (h, c) = self.step(feats, current, (h, c))
+            lp, _, (h, c) = self.step(feats, current, (h, c), keys)
             lp = lp.view(u, w, v).clone()
             lp[..., never] = float("-inf")  # never valid outputs
             if t == 0:
@@ -368,6 +367,7 @@ class Captioner(nn.Module):
             rows = (parent + torch.arange(u, device=parent.device)[:, None] * w).flatten()
             h, c = h[rows], c[rows]
             feats = features.repeat_interleave(k, dim=0)
+            keys = unit_keys.repeat_interleave(k, dim=0)
             current = word.flatten()
             if bool((word == stop).all()):
                 break
@@ -401,6 +401,9 @@ class Captioner(nn.Module):
         else:
             lm = torch.full_like(beam.scores, float("nan"))
             score = beam.scores
+        # a beam narrower than requested can hold impossible (-inf) captions; never pick them
+        score = torch.where(torch.isfinite(beam.scores) & ~torch.isnan(score), score,
+                            torch.full_like(score, float("-inf")))
         best = score.argmax(dim=1)
         idx = torch.arange(u)
         return [{"description": self.vocab.decode(beam.tokens[i, best[i]].tolist()),

@@ -369,3 +369,11 @@ def test_describe_units_gives_each_unit_its_own_exemplars_and_masks():
         assert torch.equal(masks[0, :, 0].bool(), want_masks[unit])
         red = imgs[0, :, 0, 0, 0] * 255
         assert torch.allclose(red, 40 * ex.indices[unit].float(), atol=0.5)
+
+
+def test_the_milan_benchmark_keeps_the_same_state_for_more_images():
+    from cosy_bench.bench.milan import exemplar_pass
+
+    small, large = exemplar_pass(16, "avgpool", 8), exemplar_pass(40, "avgpool", 8)
+    assert small["units"] == large["units"] == 512
+    assert small["kept_mb"] == large["kept_mb"] > 0  # top-k maps and levels, whatever N

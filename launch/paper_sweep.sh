@@ -18,16 +18,17 @@ SLURM=(hydra/launcher=slurm trainer=ddp "hydra.launcher.partition=${PARTITION:-g
        "logger=${LOGGER:-wandb}")
 run() { python -m cosy_bench -m "${SLURM[@]}" "$@"; }
 
-# ImageNet: INVERT and CLIP-Dissect computed here, every layer of ResNet18 + ViT-B/16's
-run experiment=cosy_imagenet explainer=invert,clip_dissect model=resnet18 \
+# ImageNet: INVERT, CLIP-Dissect and MILAN (the published `base` decoder) computed here,
+# every layer of ResNet18 + ViT-B/16's
+run experiment=cosy_imagenet explainer=invert,clip_dissect,milan model=resnet18 \
     layer=layer1,layer2,layer3,layer4,avgpool,fc
-run experiment=cosy_imagenet explainer=invert,clip_dissect model=vit_b16 layer=features
+run experiment=cosy_imagenet explainer=invert,clip_dissect,milan model=vit_b16 layer=features
 
 # Places365: the CSAIL models, probe = a labelled image folder (e.g. Broden)
 if [ -n "${PLACES365_VAL_DIR:-}" ]; then
-  run experiment=cosy_places365 explainer=invert,clip_dissect \
+  run experiment=cosy_places365 explainer=invert,clip_dissect,milan \
       model=resnet50_places365 layer=avgpool "probe.root=${PLACES365_PROBE_DIR:?}"
-  run experiment=cosy_places365 explainer=invert,clip_dissect \
+  run experiment=cosy_places365 explainer=invert,clip_dissect,milan \
       model=densenet161_places365 layer=features "probe.root=${PLACES365_PROBE_DIR:?}"
 fi
 

@@ -6,11 +6,15 @@ mutual information ``log p(d | E) - λ log p(d)``. Descriptions are lower-cased,
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import torch
 from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
 
+from cosy_bench.distributed import gather_objects, get_rank, get_world_size, shard
 from cosy_bench.explainers.base import Explainer, Explanations
+from cosy_bench.explainers.milan_checkpoints import TOY_CHECKPOINT, load_captioner
 
 log = logging.getLogger("cosy_bench")
 
@@ -66,16 +70,10 @@ class MilanExplainer(Explainer):
         self.random_encoder, self.batch_units, self.seed = random_encoder, int(batch_units), seed
 
     def cache_key(self) -> dict:
-        from omegaconf import DictConfig, OmegaConf
-
         key = super().cache_key()
         if isinstance(self.probe, DictConfig):
             key["probe"] = OmegaConf.to_container(self.probe, resolve=True)
         key.pop("batch_units")
-        from pathlib import Path
-
-        from cosy_bench.explainers.milan_checkpoints import TOY_CHECKPOINT
-
         path = TOY_CHECKPOINT if self.checkpoint == "toyworld" else Path(self.checkpoint)
         if path.is_file():  # a replaced file invalidates the explanations
             stat = path.stat()
@@ -83,8 +81,6 @@ class MilanExplainer(Explainer):
         return key
 
     def explain(self, ctx) -> Explanations:
-        from cosy_bench.explainers.milan_checkpoints import load_captioner
-
         units = list(ctx.wanted) if ctx.wanted is not None else list(range(ctx.num_neurons))
         probe = instantiate(self.probe)
         captioner = load_captioner(self.checkpoint, trust_checkpoint=self.trust_checkpoint,
@@ -99,8 +95,6 @@ class MilanExplainer(Explainer):
         log.info("MILAN (%s): describing %d units from %d exemplars each", self.checkpoint,
                  len(units), self.k)
         # under DDP each rank describes its share of the units; all ranks get every record
-        from cosy_bench.distributed import gather_objects, get_rank, get_world_size, shard
-
         mine = [units[i] for i in shard(len(units), get_rank(), get_world_size())]
         described = describe_units(captioner, exemplars, probe, ctx.model.transform, mine,
                                    batch_units=self.batch_units, **decoding)

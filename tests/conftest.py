@@ -8,7 +8,10 @@ the toy world live in its own files.
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
+import subprocess
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -126,3 +129,29 @@ GENERIC_MODEL_OVERRIDES: dict[str, tuple[str, ...]] = {
                     "model.weights_meta=ResNet18_Weights.IMAGENET1K_V1"),
     "timm": ("model.arch=resnet18",),
 }
+
+
+_DIST_VARS = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE", "RANK")
+
+
+def run_two_ranks(script: Path, *args: str, timeout: float = 240) -> list[str]:
+    """Run ``python script *args`` as two gloo ranks started as torchrun would (LOCAL_RANK etc.
+    in the environment); assert both exit 0 and return their logs."""
+    from cosy_bench.distributed import free_port
+
+    env = {k: v for k, v in os.environ.items() if k not in (*_DIST_VARS, "WANDB_API_KEY",
+                                                            "WANDB_MODE")}
+    env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), NODE_RANK="0",
+               WORLD_SIZE="2", OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    procs = [subprocess.Popen([sys.executable, str(script), *args],
+                              env={**env, "LOCAL_RANK": str(r)}, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for r in range(2)]
+    try:
+        logs = [p.communicate(timeout=timeout)[0] for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    for p, text in zip(procs, logs, strict=True):
+        assert p.returncode == 0, text[-3000:]
+    return logs

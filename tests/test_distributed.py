@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import run_two_ranks
 from omegaconf import OmegaConf
 
 from cosy_bench import distributed as D
@@ -173,20 +174,7 @@ def two_ranks(tmp_path_factory):
     out = tmp_path_factory.mktemp("two_ranks")
     script = out / "worker.py"
     script.write_text(_WORKER)
-    port = str(D.free_port())
-    procs = [subprocess.Popen([sys.executable, str(script), str(out), "7"],
-                              env=_env(MASTER_ADDR="127.0.0.1", MASTER_PORT=port, NODE_RANK="0",
-                                       WORLD_SIZE="2", LOCAL_RANK=str(r), OMP_NUM_THREADS="1"),
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for r in range(2)]
-    try:
-        logs = [p.communicate(timeout=240)[0] for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-    for p, text in zip(procs, logs, strict=True):
-        assert p.returncode == 0, text[-3000:]
+    run_two_ranks(script, str(out), "7")
     return out, [json.loads((out / f"rank{r}.json").read_text()) for r in range(2)]
 
 

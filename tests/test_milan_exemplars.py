@@ -5,9 +5,6 @@ are known; the class-activation maps of the toy CNN; batch-size and DDP independ
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 import time
 from pathlib import Path
@@ -486,27 +483,12 @@ _WORKER = textwrap.dedent("""
 
 
 def test_two_ranks_give_the_single_process_exemplars(tmp_path):
-    from cosy_bench import distributed as D
+    from conftest import run_two_ranks
 
     script = tmp_path / "worker.py"
     script.write_text(_WORKER)
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE",
-                        "RANK")}
-    env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(D.free_port()), NODE_RANK="0",
-               WORLD_SIZE="2", OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     start = time.monotonic()
-    procs = [subprocess.Popen([sys.executable, str(script), str(tmp_path), str(TESTS)],
-                              env={**env, "LOCAL_RANK": str(r)}, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True) for r in range(2)]
-    try:
-        logs = [p.communicate(timeout=120)[0] for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-    for p, text in zip(procs, logs, strict=True):
-        assert p.returncode == 0, text[-3000:]
+    run_two_ranks(script, str(tmp_path), str(TESTS), timeout=120)
     reference = planted_exemplars(k=4, quantile=0.95, quantile_samples=1200).to_tensors()
     for r in range(2):
         got = torch.load(tmp_path / f"rank{r}.pt")

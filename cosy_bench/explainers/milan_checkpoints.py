@@ -58,6 +58,12 @@ RANDOM_WORDS = tuple(
     "circles squares lines edges textures patterns of and with in on the a".split())
 
 
+#: Captioner and language-model hyperparameters, as named in the published properties.
+CAPTIONER_HPARAMS = ("embedding_size", "hidden_size", "attention_hidden_size", "dropout",
+                     "length", "strategy", "temperature", "beam_size")
+LM_HPARAMS = ("embedding_size", "hidden_size", "layers", "dropout")
+
+
 class _SpacyConfig(dict):
     """Stands in for the spaCy/thinc ``Config`` (a dict) of the tokenizer entry."""
 
@@ -167,12 +173,9 @@ def captioner_from_published(payload: dict, source: str = "checkpoint") -> Capti
             raise ValueError(f"MILAN checkpoint {source}: the language model's vocabulary "
                              f"({len(lm_vocab.words)} words) differs from the captioner's "
                              f"({len(vocab.words)} words)")
-        lm = LanguageModel(lm_vocab, **{k: lm_props[k] for k in
-                                        ("embedding_size", "hidden_size", "layers", "dropout")
-                                        if k in lm_props})
-    keys = ("embedding_size", "hidden_size", "attention_hidden_size", "dropout", "length",
-            "strategy", "temperature", "beam_size")
-    model = Captioner(vocab, encoder, lm, **{k: props[k] for k in keys if k in props})
+        lm = LanguageModel(lm_vocab, **{k: lm_props[k] for k in LM_HPARAMS if k in lm_props})
+    model = Captioner(vocab, encoder, lm,
+                      **{k: props[k] for k in CAPTIONER_HPARAMS if k in props})
     load_strict(model, payload["state_dict"], source)
     return model.eval()
 
@@ -229,12 +232,9 @@ def download(name: str) -> Path:
 def architecture(model: Captioner) -> dict:
     """The hyperparameters and vocabulary that rebuild ``model`` (JSON-safe)."""
     arch = {"words": list(model.vocab.words), "encoder": model.encoder.config,
-            **{k: getattr(model, k) for k in ("embedding_size", "hidden_size",
-                                              "attention_hidden_size", "dropout", "length",
-                                              "strategy", "temperature", "beam_size")}}
+            **{k: getattr(model, k) for k in CAPTIONER_HPARAMS}}
     if model.lm is not None:
-        arch["lm"] = {k: getattr(model.lm, k) for k in
-                      ("embedding_size", "hidden_size", "layers", "dropout")}
+        arch["lm"] = {k: getattr(model.lm, k) for k in LM_HPARAMS}
     return arch
 
 
@@ -242,10 +242,8 @@ def build(arch: dict) -> Captioner:
     """A randomly initialised :class:`Captioner` of :func:`architecture`'s description."""
     vocab = Vocabulary(arch["words"])
     lm = LanguageModel(vocab, **arch["lm"]) if arch.get("lm") else None
-    keys = ("embedding_size", "hidden_size", "attention_hidden_size", "dropout", "length",
-            "strategy", "temperature", "beam_size")
     return Captioner(vocab, PyramidEncoder(arch["encoder"]), lm,
-                     **{k: arch[k] for k in keys if k in arch})
+                     **{k: arch[k] for k in CAPTIONER_HPARAMS if k in arch})
 
 
 def save_safetensors(model: Captioner, path: str | Path, metadata: dict | None = None,
@@ -287,17 +285,14 @@ def random_captioner(encoder: str = "resnet101", words=RANDOM_WORDS, seed: int =
                      lm: bool = True) -> Captioner:
     """A seeded random captioner of the published sizes (embedding 128, hidden 512, LM of 2
     layers of 512) on ``encoder``; for offline smoke runs."""
-    state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
-    try:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
         arch = {"words": list(words), "encoder": encoder, "embedding_size": 128,
                 "hidden_size": 512, "dropout": 0.5, "length": 15, "temperature": 0.2,
                 "beam_size": 50,
                 "lm": {"embedding_size": 128, "hidden_size": 512, "layers": 2, "dropout": 0.5}
                 if lm else None}
         return build(arch).eval()
-    finally:
-        torch.random.set_rng_state(state)
 
 
 def load_captioner(checkpoint: str, trust_checkpoint: bool = False, seed: int = 0,

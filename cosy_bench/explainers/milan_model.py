@@ -153,6 +153,8 @@ class PyramidEncoder(nn.Module):
         self.feature_size = spec.feature_size
         self.encoder = _Instrumented(spec.build())
         self.encoder.eval()
+        modules = dict(self.encoder.model.named_modules())
+        self._read = [(name, modules[name]) for name in self.layers]  # not registered again
         self.register_buffer("mean", torch.tensor(spec.mean).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(spec.std).view(1, 3, 1, 1))
 
@@ -163,7 +165,6 @@ class PyramidEncoder(nn.Module):
             masks = images.new_ones(len(images), 1, *images.shape[-2:])
         x = (images - self.mean) / self.std
         maps: dict[str, torch.Tensor] = {}
-        modules = dict(self.encoder.model.named_modules())
 
         def keep(name):
             def hook(_m, _i, out):
@@ -172,7 +173,7 @@ class PyramidEncoder(nn.Module):
 
         # the whole forward runs, as in the authors' encoder: an in-place op after a read
         # layer (AlexNet's ReLU after features.10) acts on the map read there
-        handles = [modules[n].register_forward_hook(keep(n)) for n in self.layers]
+        handles = [module.register_forward_hook(keep(name)) for name, module in self._read]
         try:
             self.encoder.model(x)
         finally:
@@ -405,11 +406,10 @@ class Captioner(nn.Module):
         score = torch.where(torch.isfinite(beam.scores) & ~torch.isnan(score), score,
                             torch.full_like(score, float("-inf")))
         best = score.argmax(dim=1)
-        idx = torch.arange(u)
         return [{"description": self.vocab.decode(beam.tokens[i, best[i]].tolist()),
                  "log_p_caption": float(beam.scores[i, best[i]]),
                  "log_p_lm": float(lm[i, best[i]]), "score": float(score[i, best[i]])}
-                for i in idx.tolist()]
+                for i in range(u)]
 
 
 def pmi_scores(log_p_caption: torch.Tensor, log_p_lm: torch.Tensor,

@@ -1,3 +1,15 @@
-"""cosy_bench: a benchmark suite for textual explanations of neurons, built on CoSy."""
+"""cosy_bench: a benchmark suite for textual explanations of neurons, built on CoSy.
+
+Layers, each importing only from those below it (``tests/test_layout.py`` checks it):
+
+1. ``scorers``, ``prompts``, ``distributed``, ``cache``, ``data``, ``generators``, ``models``,
+   ``toyworld`` (the runtime world: its renderer, generator, data, model and CLIP);
+2. ``loops``: the Lightning predict loops (activations, synthesis, exemplars);
+3. ``context``: what a run hands every stage and explainer;
+4. ``explainers``;
+5. ``record`` (what a run folder holds), ``pipeline`` (the stages in sequence);
+6. ``loggers``, ``leaderboard``, ``experiments``, ``run`` (the Hydra app), ``bench`` and
+   ``toyworld.training`` (tools on top).
+"""
 
 __version__ = "0.1.0"

@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
+
+from cosy_bench.record import RunRecord, find_runs
 
 
 def collect(root: str | Path) -> list[dict]:
-    """One row per ``summary.json`` under ``root``: model, layer, method and the scores."""
+    """One row per run under ``root``: model, layer, method and the scores."""
     rows = []
-    for path in sorted(Path(root).rglob("summary.json")):
-        summary = json.loads(path.read_text(encoding="utf-8"))
-        meta = summary.get("run", {})
+    for folder in find_runs(root):
+        record = RunRecord.read(folder)
+        summary, meta = record.summary, record.meta
         row = {"model": meta.get("model"), "layer": meta.get("layer"),
                "method": meta.get("explainer"), "generator": meta.get("generator"),
-               "prompt": meta.get("prompt"), "n": meta.get("n_neurons"), "run": str(path.parent)}
+               "prompt": meta.get("prompt"), "n": meta.get("n_neurons"), "run": str(folder)}
         for name, stat in summary.items():
             if isinstance(stat, dict) and "mean" in stat:
                 row[name] = (stat["mean"], stat["std"])

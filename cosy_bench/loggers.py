@@ -16,7 +16,7 @@ class NoLogger:
 
     name = "none"
 
-    def log_run(self, cfg, report, output_dir: Path, group: str | None = None) -> None:
+    def log_run(self, cfg, record, output_dir: Path, group: str | None = None) -> None:
         return None
 
 
@@ -33,26 +33,27 @@ class WandbLogger:
         self.images_per_concept = images_per_concept
         self.tags = list(tags or [])
 
-    def log_run(self, cfg, report, output_dir: Path, group: str | None = None):
+    def log_run(self, cfg, record, output_dir: Path, group: str | None = None):
+        """Log one run's :class:`~cosy_bench.record.RunRecord`."""
         import wandb
 
-        meta = report.summary["run"]
+        meta = record.meta
         run = wandb.init(project=self.project, entity=self.entity, mode=self.mode,
                          dir=str(output_dir), group=group, tags=self.tags,
                          name=f"{meta['model']}-{meta['layer']}-{meta['explainer']}",
                          config=OmegaConf.to_container(cfg, resolve=True), reinit="finish_previous")
         try:
-            for name, stat in report.summary.items():
+            for name, stat in record.summary.items():
                 if isinstance(stat, dict) and stat.get("mean") is not None:
                     run.summary[f"{name}/mean"] = stat["mean"]
                     run.summary[f"{name}/std"] = stat["std"]
                     run.summary[f"{name}/n"] = stat["n"]
-            if report.summary.get("ground_truth_match") is not None:
-                run.summary["ground_truth_match"] = report.summary["ground_truth_match"]
-            cols = list(report.rows[0]) if report.rows else []
-            table = wandb.Table(columns=cols, data=[[r[c] for c in cols] for r in report.rows])
+            if record.summary.get("ground_truth_match") is not None:
+                run.summary["ground_truth_match"] = record.summary["ground_truth_match"]
+            cols = list(record.rows[0]) if record.rows else []
+            table = wandb.Table(columns=cols, data=[[r[c] for c in cols] for r in record.rows])
             images = []
-            for concept, its in report.items.items():
+            for concept, its in record.items.items():
                 for it in its[: self.images_per_concept]:
                     if Path(it.path).exists():
                         images.append(wandb.Image(it.path, caption=f"{concept} #{it.index}"))

@@ -1,10 +1,11 @@
-"""The CoSy pipeline: explain -> choose neurons -> synthesise -> collect activations ->
-score -> report. Every expensive stage is cached in ``paths.cache_dir``."""
+"""The CoSy pipeline, one function per stage and :func:`run` their sequence:
+explain -> choose neurons -> synthesise -> collect activations -> score -> report.
+Every expensive stage is cached in ``paths.cache_dir`` (the services of
+:class:`~cosy_bench.context.RunContext`)."""
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -12,113 +13,27 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from cosy_bench.cache import Cache, save_tensors_atomic, stable_hash, write_text_atomic
+from cosy_bench.cache.store import (
+    Cache,
+    RankAgreedCache,
+    save_tensors_atomic,
+    stable_hash,
+    write_text_atomic,
+)
+from cosy_bench.context import RunContext, count_neurons
 from cosy_bench.data.datasets import ImageFiles
-from cosy_bench.distributed import RankAgreedCache, agreed, compute_once, is_rank_zero
+from cosy_bench.distributed.ranks import agreed, is_rank_zero
 from cosy_bench.explainers.base import Explainer, Explanations
 from cosy_bench.generators.base import Generator, image_seed
 from cosy_bench.loops.activations import collect_activations
 from cosy_bench.loops.synthesis import WorkItem, pending, synthesize
-from cosy_bench.models import ModelBundle, create_model
-from cosy_bench.models.layers import LayerExtractor, LayerSpec
+from cosy_bench.models import create_model
+from cosy_bench.models.layers import LayerExtractor
 from cosy_bench.prompts import make_prompt
+from cosy_bench.record import RunRecord
 from cosy_bench.scorers import score_all
 
 log = logging.getLogger("cosy_bench")
-
-
-@dataclass
-class RunContext:
-    """What the stages of one run share."""
-
-    cfg: DictConfig
-    cache: Cache
-    model: ModelBundle
-    layer: LayerSpec
-    extractor: LayerExtractor
-    num_neurons: int
-    stats: dict = field(default_factory=dict)
-    #: the neurons the run will evaluate (``neurons`` config), known before explaining
-    wanted: list[int] | None = None
-
-    def trainer(self):
-        return instantiate(self.cfg.trainer)
-
-    @property
-    def model_key(self) -> dict:
-        return {"model": self.model.name, "weights": self.model.weights_id,
-                "layer": self.layer.name, "module": self.layer.module,
-                "reduction": self.layer.reduction}
-
-    def activations(self, dataset, what: str = "control", with_index: bool = False):
-        """Activations [N', K] of the layer on the N' readable images of ``dataset``, cached by
-        (model, layer, dataset); with ``with_index`` also their dataset indices [N']."""
-        key = stable_hash({**self.model_key, "dataset": dataset.name})
-        path = self.cache.path("activations", key, ".safetensors")
-        cached = self.cache.load_tensors(path)
-        if cached is not None:
-            log.info("%s activations: cache hit (%s, %d images)", what, dataset.name,
-                     cached["activations"].shape[0])
-            self.stats[f"{what}_activations_computed"] = False
-            self.stats[f"{what}_skipped"] = int(cached["skipped"].item())
-            acts, index = cached["activations"], cached["index"]
-            return (acts, index) if with_index else acts
-
-        def compute():
-            log.info("%s activations: computing on %d images of %s", what, len(dataset),
-                     dataset.name)
-            acts, index = collect_activations(
-                self.extractor, dataset, self.model.transform, self.trainer(),
-                batch_size=self.cfg.batch_size, num_workers=self.cfg.num_workers)
-            skipped = len(dataset) - len(index)
-            if skipped:
-                log.warning("%d unreadable images of %s were skipped", skipped, dataset.name)
-            return {"activations": acts, "index": index, "skipped": torch.tensor(skipped)}
-
-        # one process of all the jobs sharing the cache computes them; the others wait for it
-        tensors, computed = compute_once(path, compute, save_tensors_atomic,
-                                         self.cache.load_tensors, what=f"{what} activations")
-        self.stats[f"{what}_activations_computed"] = computed
-        self.stats[f"{what}_skipped"] = int(tensors["skipped"].item())
-        acts, index = tensors["activations"], tensors["index"]
-        return (acts, index) if with_index else acts
-
-
-    def exemplars(self, dataset, k: int = 15, quantile: float = 0.99,
-                  quantile_samples: int = 16384, seed: int = 0):
-        """MILAN's exemplars of every unit of the layer on ``dataset`` (top-k images by the
-        spatial max, their activation maps and the units' quantile levels), cached by
-        (model, layer, dataset, settings)."""
-        from cosy_bench.explainers.milan_exemplars import Exemplars, collect_exemplars
-
-        key = stable_hash({**self.model_key, "dataset": dataset.name, "k": k,
-                           "quantile": quantile, "quantile_samples": quantile_samples,
-                           "seed": seed, "spatial": self.layer.spatial})
-        path = self.cache.path("exemplars", key, ".safetensors")
-
-        def compute():
-            log.info("exemplars: top-%d images of %d units on %d images of %s", k,
-                     self.num_neurons, len(dataset), dataset.name)
-            ex = collect_exemplars(self.model.spatial_extractor(self.layer.name), dataset,
-                                   self.model.transform, self.trainer(), k=k, quantile=quantile,
-                                   quantile_samples=quantile_samples, seed=seed,
-                                   batch_size=self.cfg.batch_size,
-                                   num_workers=self.cfg.num_workers)
-            return ex.to_tensors()
-
-        tensors, computed = compute_once(path, compute, save_tensors_atomic,
-                                         self.cache.load_tensors, what="exemplars")
-        self.stats["exemplars_computed"] = computed
-        return Exemplars.from_tensors(tensors)
-
-
-def count_neurons(extractor: LayerExtractor, transform) -> int:
-    """K of a layer, from one forward pass on a blank image."""
-    from PIL import Image
-
-    with torch.no_grad():
-        out = extractor(transform(Image.new("RGB", (256, 256), (127, 127, 127)))[None])
-    return int(out.shape[1])
 
 
 def explain(ctx: RunContext, explainer: Explainer) -> Explanations:
@@ -219,9 +134,7 @@ def check_finite(name: str, acts: torch.Tensor, neurons: list[int]) -> None:
 
 
 def run(cfg: DictConfig, output_dir: str | Path):
-    """Run one configuration end to end; writes and returns its :class:`Report`."""
-    from cosy_bench.report import Report
-
+    """Run one configuration end to end; writes and returns its :class:`~cosy_bench.record.RunRecord`."""
     output_dir = Path(output_dir)
     cache = RankAgreedCache(cfg.paths.cache_dir)  # under DDP, rank 0 decides what is cached
     model = create_model(cfg.model, seed=cfg.seed)
@@ -260,8 +173,8 @@ def run(cfg: DictConfig, output_dir: str | Path):
     scores = score_all(list(cfg.scorer), control, concept)
 
     truth = model.ground_truth(layer)
-    report = Report.build(cfg, neurons, texts, scores, explanations, truth, ctx.stats,
-                          n_control=control.shape[0], items=items)
+    record = RunRecord.build(cfg, neurons, texts, scores, explanations, truth, ctx.stats,
+                             n_control=control.shape[0], items=items)
     if is_rank_zero():  # under DDP only rank 0 writes and prints
-        report.write(output_dir)
-    return report
+        record.write(output_dir)
+    return record

@@ -28,15 +28,15 @@ CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
 def main(cfg: DictConfig) -> float | None:
-    from cosy_bench.distributed import session
-    from cosy_bench.report import Report
+    from cosy_bench.distributed.session import session
+    from cosy_bench.record import RunRecord
 
     hc = HydraConfig.get()
     output_dir = Path(hc.runtime.output_dir)
     # trainer=ddp/ddp_cpu: start or join the other ranks; each runs the whole task
     with session(cfg.trainer, output_dir) as ranks:
         result = instantiate(cfg.task)(cfg, output_dir)
-    if not isinstance(result, Report) or not ranks.is_rank_zero:
+    if not isinstance(result, RunRecord) or not ranks.is_rank_zero:
         return None
     group = Path(hc.sweep.dir).name if hc.mode == RunMode.MULTIRUN else None
     instantiate(cfg.logger).log_run(cfg, result, output_dir, group=group)

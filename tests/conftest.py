@@ -137,7 +137,7 @@ _DIST_VARS = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SI
 def run_two_ranks(script: Path, *args: str, timeout: float = 240) -> list[str]:
     """Run ``python script *args`` as two gloo ranks started as torchrun would (LOCAL_RANK etc.
     in the environment); assert both exit 0 and return their logs."""
-    from cosy_bench.distributed import free_port
+    from cosy_bench.distributed.session import free_port
 
     env = {k: v for k, v in os.environ.items() if k not in (*_DIST_VARS, "WANDB_API_KEY",
                                                             "WANDB_MODE")}

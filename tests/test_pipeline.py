@@ -21,8 +21,13 @@ import pytest
 import torch
 from PIL import Image
 
-from cosy_bench import pipeline
-from cosy_bench.cache import Cache, atomic_path, save_tensors_atomic, stable_hash, write_text_atomic
+from cosy_bench.cache.store import (
+    Cache,
+    atomic_path,
+    save_tensors_atomic,
+    stable_hash,
+    write_text_atomic,
+)
 from cosy_bench.explainers.base import Explanations
 from cosy_bench.generators.diffusers import TinyDiffusersGenerator
 from cosy_bench.pipeline import check_finite, choose_neurons, run, work_items
@@ -369,7 +374,9 @@ def test_check_finite_names_the_neurons():
 
 def test_nan_activations_stop_the_run_naming_the_neuron(first_run, compose, smoke, cache_dir,
                                                         tmp_path, monkeypatch):
-    original = pipeline.collect_activations
+    from cosy_bench import context
+
+    original = context.collect_activations
 
     def nan_in_neuron_654(*args, **kwargs):
         acts, index = original(*args, **kwargs)
@@ -377,7 +384,7 @@ def test_nan_activations_stop_the_run_naming_the_neuron(first_run, compose, smok
         acts[3, 654] = float("nan")
         return acts, index
 
-    monkeypatch.setattr(pipeline, "collect_activations", nan_in_neuron_654)
+    monkeypatch.setattr(context, "collect_activations", nan_in_neuron_654)  # control
     # a control set of its own, so that its activations are computed (not read from cache)
     cfg = compose(smoke(cache_dir, *GT_OUTPUT, "neurons.ids=[89,654]", "dataset.n=12"))
     with pytest.raises(ValueError) as err:

@@ -33,8 +33,9 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from cosy_bench.explainers.clip_dissect import image_text_similarity, soft_wpmi
-from cosy_bench.explainers.invert import auroc_matrix, invert
+from cosy_bench.explainers.auroc import auroc_matrix
+from cosy_bench.explainers.clip_dissect.similarities import image_text_similarity, soft_wpmi
+from cosy_bench.explainers.invert import invert
 
 
 def _timed(fn: Callable[[], object], repeats: int = 1) -> tuple[float, object]:

@@ -35,7 +35,7 @@ def exemplar_pass(n_images: int, layer: str, batch_size: int) -> dict:
     import lightning as L
     import torchvision
 
-    from cosy_bench.explainers.milan_exemplars import collect_exemplars
+    from cosy_bench.loops.exemplars import collect_exemplars
     from cosy_bench.models.layers import LayerSpec, SpatialExtractor
 
     torch.manual_seed(0)
@@ -58,7 +58,7 @@ def exemplar_pass(n_images: int, layer: str, batch_size: int) -> dict:
 
 
 def describe(units: int, batch_units: int) -> dict:
-    from cosy_bench.explainers.milan_checkpoints import random_captioner
+    from cosy_bench.explainers.milan.checkpoints import random_captioner
 
     model = random_captioner("resnet101")
     device = "cuda" if torch.cuda.is_available() else "cpu"

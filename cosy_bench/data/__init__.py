@@ -1,4 +1,5 @@
-"""Control and probe datasets: folders of images and a synthetic control set for smoke runs."""
+"""Control and probe datasets: folders of images, ImageNet/Places365 layouts and a
+synthetic control set for smoke runs. Imports nothing else of cosy_bench."""
 
 from cosy_bench.data.datasets import ImageFolder, SyntheticControlSet
 

@@ -14,19 +14,19 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from cosy_bench.cache import write_text_atomic
+from cosy_bench.cache.store import write_text_atomic
 from cosy_bench.pipeline import run as run_pipeline
 
 log = logging.getLogger("cosy_bench")
 
 CHECKS: dict[str, dict] = {
-    "true": {"_target_": "cosy_bench.explainers.simple.GroundTruthExplainer"},
+    "true": {"_target_": "cosy_bench.explainers.ground_truth.GroundTruthExplainer"},
     # concepts: the run's concept set (filled in by run(), as conf/explainer/random.yaml does)
-    "random": {"_target_": "cosy_bench.explainers.simple.RandomExplainer",
+    "random": {"_target_": "cosy_bench.explainers.random.RandomExplainer",
                "_recursive_": False, "concepts": None, "seed": 0},
-    "shuffled": {"_target_": "cosy_bench.explainers.simple.ShuffledExplainer",
+    "shuffled": {"_target_": "cosy_bench.explainers.shuffled.ShuffledExplainer",
                  "_recursive_": False, "seed": 0,
-                 "base": {"_target_": "cosy_bench.explainers.simple.GroundTruthExplainer"}},
+                 "base": {"_target_": "cosy_bench.explainers.ground_truth.GroundTruthExplainer"}},
 }
 
 

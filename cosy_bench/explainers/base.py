@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from cosy_bench.pipeline import RunContext
+    from cosy_bench.context import RunContext
 
 
 @dataclass

@@ -6,10 +6,12 @@ Every function returns a list of strings; select one by config
 
 from __future__ import annotations
 
-import urllib.request
 from pathlib import Path
 
-from cosy_bench.cache import default_cache_dir, write_text_atomic
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from cosy_bench.cache.store import default_cache_dir, download_text
 
 #: The CLIP-Dissect authors' concept lists (the 20k/10k/3k most common English words).
 COMMON_WORDS_URL = ("https://raw.githubusercontent.com/Trustworthy-ML-Lab/CLIP-dissect/main/"
@@ -31,18 +33,10 @@ def text_file(path: str) -> list[str]:
 
 
 def _cached_download(url: str, filename: str, config_key: str) -> Path:
-    target = default_cache_dir() / "concept_sets" / filename
-    if not target.exists():
-        try:
-            with urllib.request.urlopen(url, timeout=60) as resp:
-                write_text_atomic(target, resp.read().decode("utf-8"))
-        except Exception as err:
-            raise RuntimeError(
-                f"concept set {filename} is not cached at {target} and could not be downloaded "
-                f"from {url} ({err}). Give a local copy with {config_key}=/path/{filename}, or "
-                "use an offline set: explainer/concepts=imagenet_classes or toyworld."
-            ) from err
-    return target
+    return download_text(
+        url, default_cache_dir() / "concept_sets" / filename, f"concept set {filename} is",
+        f"Give a local copy with {config_key}=/path/{filename}, or use an offline set: "
+        "explainer/concepts=imagenet_classes or toyworld.")
 
 
 def common_words(n: str | int = "20k", path: str | None = None) -> list[str]:
@@ -82,6 +76,40 @@ def resolve(spec) -> list[str]:
     if isinstance(spec, str):
         return text_file(spec)
     names = [str(s) for s in spec]
+    if not names:
+        raise ValueError("the concept set is empty (explainer.concepts)")
+    return names
+
+
+def load_concept_set(spec, ctx) -> list[str]:
+    """``None``: the model's class names; ``"ground_truth"``: the distinct ground-truth labels
+    of the layer; a config with ``_target_`` (a ``concepts`` group entry): the list it builds;
+    a list: itself; another string: a text file, one concept per line."""
+    if isinstance(spec, (DictConfig, dict)) and "_target_" in spec:
+        names = [str(n) for n in instantiate(spec)]
+        if not names:
+            raise ValueError(f"the concept set {spec['_target_']} is empty (explainer.concepts)")
+        return names
+    if spec == "ground_truth":
+        truth = ctx.model.ground_truth(ctx.layer)
+        if not truth:
+            raise ValueError(f"explainer.concepts=ground_truth, but layer {ctx.layer.name!r} of "
+                             f"{ctx.model.name!r} has no ground truth")
+        return list(dict.fromkeys(truth))
+    if spec is None:
+        names = ctx.model.class_names
+        if not names:
+            raise ValueError(f"model {ctx.model.name!r} has no class names to draw concepts "
+                             "from; set explainer.concepts to a list or a text file")
+        return list(names)
+    if isinstance(spec, str):
+        path = Path(spec).expanduser()
+        if not path.exists():
+            raise FileNotFoundError(f"concept file not found: {spec} (explainer.concepts)")
+        names = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines()]
+        names = [n for n in names if n]
+    else:
+        names = [str(n) for n in spec]
     if not names:
         raise ValueError("the concept set is empty (explainer.concepts)")
     return names

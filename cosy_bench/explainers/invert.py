@@ -5,15 +5,7 @@ whose indicator best separates the neuron's activations, measured by the AUROC o
 activations for the indicator (mode ``"positive"``: highest AUROC; ``"negative"``: lowest
 AUROC, i.e. highest ``1 - AUROC``).
 
-Formula syntax (``label`` of a record)
---------------------------------------
-* an atomic concept is its name, ``dog``; its negation is ``NOT dog`` (``NOT`` applies to
-  atomic concepts only);
-* formulas grow left to right with ``AND`` / ``OR`` and one (possibly negated) atomic concept
-  at a time; a compound left operand is wrapped in parentheses, the outermost level is not:
-  ``dog AND NOT cat``, ``(dog OR cat) AND grass``, ``((dog OR cat) AND grass) OR NOT sky``.
-  Concept names containing `` AND ``, `` OR ``, ``NOT `` or parentheses make labels ambiguous
-  to read back; the structured ``terms`` of a record are always unambiguous.
+Formulas and their text are those of :mod:`cosy_bench.explainers.formulas`.
 
 Search (as the authors' ``Invert.explain_representation``)
 ----------------------------------------------------------
@@ -48,248 +40,30 @@ size and AUROC collide with probability about ``N / 2**52``) to drop duplicates.
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Sequence
 
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from cosy_bench.explainers.auroc import LabelProducts, auc_from_ranksum, check_inputs, midranks
 from cosy_bench.explainers.base import Explainer, Explanations
+from cosy_bench.explainers.formulas import (
+    OPS,
+    best_distinct,
+    coverage_ok,
+    format_formula,
+)
 
-__all__ = [
-    "auroc_matrix",
-    "format_formula",
-    "formula_indicator",
-    "invert",
-    "midranks",
-]
+__all__ = ["InvertExplainer", "invert"]
 
-_OPS = ("AND", "OR")
-_SPARSE_MAX_DENSITY = 0.05  # label density at or below which a sparse product is used
-_DENSE_ROW_CHUNK = 8192  # samples per dense label-product chunk
 _CHUNK_BYTES = 256 * 2**20  # per-chunk float64 working set aimed at when chunk_size is None
 _HASH_SEED = 0x1A2B3C
 
 
-# ---------------------------------------------------------------------------------------------
-# ranks and label products
-# ---------------------------------------------------------------------------------------------
-
-
-def midranks(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mid-ranks of each row of ``x``.
-
-    Args:
-        x: float ``[K, N]``, finite (one row per neuron, one column per sample).
-
-    Returns:
-        ``(ranks, tie_term)``: ranks float64 ``[K, N]`` in ``1..N`` (tied values get the mean
-        of their ranks, as ``scipy.stats.rankdata``), and ``sum_groups (t**3 - t)`` float64
-        ``[K]`` over the tie groups of each row (for the Mann-Whitney variance).
-    """
-    k, n = x.shape
-    vals, order = torch.sort(x, dim=1)
-    first = torch.ones(k, n, dtype=torch.bool)  # first element of a tie group (per row)
-    first[:, 1:] = vals[:, 1:] != vals[:, :-1]
-    del vals
-    flat = first.view(-1)
-    group = torch.cumsum(flat, 0, dtype=torch.int64) - 1  # tie group of each sorted element
-    starts = flat.nonzero().view(-1)  # flat start of each group (groups never cross rows)
-    ends = torch.empty_like(starts)
-    ends[:-1] = starts[1:]
-    ends[-1:] = k * n
-    size = (ends - starts).to(torch.float64)
-    row = torch.div(starts, n, rounding_mode="floor")
-    mid = (starts - row * n).to(torch.float64) + (size + 1) / 2  # mean of 1-based ranks
-    ranks = torch.empty(k, n, dtype=torch.float64)
-    ranks.scatter_(1, order, mid[group].view(k, n))
-    tie = torch.zeros(k, dtype=torch.float64).index_add_(0, row, size * (size * size - 1))
-    return ranks, tie
-
-
-class _Labels:
-    """Right operand ``Y`` (bool ``[N, C]``) of products ``X [P, N] @ Y -> float64 [P, C]``."""
-
-    def __init__(self, labels: torch.Tensor):
-        n, c = labels.shape
-        self.n, self.c = n, c
-        self.dense = labels
-        self.counts = labels.sum(dim=0, dtype=torch.float64)  # [C]
-        density = float(self.counts.sum()) / max(n * c, 1)
-        self.sparse = None
-        if density <= _SPARSE_MAX_DENSITY:
-            rows, cols = labels.nonzero(as_tuple=True)
-            coo = torch.sparse_coo_tensor(  # Y.T [C, N]: CSR times dense is the fast path
-                torch.stack([cols, rows]),
-                torch.ones(rows.numel(), dtype=torch.float64),
-                (c, n),
-                check_invariants=False,
-            )
-            with warnings.catch_warnings():  # "sparse CSR support is in beta"
-                warnings.simplefilter("ignore", UserWarning)
-                self.sparse = coo.coalesce().to_sparse_csr()
-
-    def rmatmul(self, x: torch.Tensor) -> torch.Tensor:
-        """``x @ Y`` for float64 ``x [P, N]`` -> float64 ``[P, C]``, memory-bounded."""
-        if self.sparse is not None:
-            return (self.sparse @ x.T).T.contiguous()
-        out = torch.zeros(x.shape[0], self.c, dtype=torch.float64)
-        for r0 in range(0, self.n, _DENSE_ROW_CHUNK):
-            r1 = min(r0 + _DENSE_ROW_CHUNK, self.n)
-            out.addmm_(x[:, r0:r1], self.dense[r0:r1].to(torch.float64))
-        return out
-
-
-def _auc_from_ranksum(s: torch.Tensor, n1: torch.Tensor, n: int) -> torch.Tensor:
-    """AUROC from the rank sum ``s`` of the ``n1`` positives among ``n`` samples (NaN if
-    ``n1`` is 0 or ``n``). Shapes broadcast; float64."""
-    n0 = n - n1
-    return (s - n1 * (n1 + 1) / 2) / (n1 * n0)
-
-
-def _check_inputs(activations: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    a = torch.as_tensor(activations)
-    y = torch.as_tensor(labels)
-    if a.ndim != 2 or y.ndim != 2 or a.shape[0] != y.shape[0]:
-        raise ValueError(
-            f"need activations [N, K] and labels [N, C] with the same N, got "
-            f"{tuple(a.shape)} and {tuple(y.shape)}"
-        )
-    if not a.is_floating_point():
-        a = a.to(torch.float64)
-    if not torch.isfinite(a).all():
-        raise ValueError("activations must be finite (no NaN / inf)")
-    if y.dtype != torch.bool:
-        if not ((y == 0) | (y == 1)).all():
-            raise ValueError("labels must be boolean (or 0/1)")
-        y = y.to(torch.bool)
-    return a.cpu(), y.cpu()
-
-
-def auroc_matrix(
-    activations: torch.Tensor, labels: torch.Tensor, chunk_size: int | None = None
-) -> torch.Tensor:
-    """AUROC of every neuron's activations for every concept indicator.
-
-    Equal to ``sklearn.metrics.roc_auc_score(labels[:, c], activations[:, k])`` (ties count
-    1/2), from one mid-ranking per neuron and one label product per chunk of neurons.
-
-    Args:
-        activations: float ``[N, K]`` (N probe samples, K neurons), finite.
-        labels: bool (or 0/1) ``[N, C]``.
-        chunk_size: neurons per chunk (``None``: as many as fit in about 256 MiB of float64).
-
-    Returns:
-        float64 ``[K, C]``; NaN for concepts present in no sample or in all samples.
-    """
-    a, y = _check_inputs(activations, labels)
-    n, k = a.shape
-    lab = _Labels(y)
-    step = chunk_size or max(1, _CHUNK_BYTES // (8 * 8 * max(n, 1)))
-    out = torch.empty(k, lab.c, dtype=torch.float64)
-    for k0 in range(0, k, step):
-        ranks, _ = midranks(a[:, k0 : k0 + step].T.contiguous())
-        out[k0 : k0 + step] = _auc_from_ranksum(lab.rmatmul(ranks), lab.counts, n)
-    return out
-
-
-# ---------------------------------------------------------------------------------------------
-# formulas
-# ---------------------------------------------------------------------------------------------
-
-
-def format_formula(terms: Sequence[tuple[str | None, int, bool]], concepts: Sequence[str]) -> str:
-    """Text of a left-deep formula.
-
-    Args:
-        terms: ``[(None, c0, neg0), (op1, c1, neg1), ...]`` with ``op`` ``"AND"`` / ``"OR"``,
-            concept indices ``c`` and negation flags.
-        concepts: the ``C`` concept names.
-
-    Returns:
-        e.g. ``"(dog OR cat) AND NOT grass"`` (see the module docstring for the syntax).
-    """
-    text = ""
-    for i, (op, c, neg) in enumerate(terms):
-        lit = ("NOT " if neg else "") + str(concepts[c])
-        if i == 0:
-            text = lit
-        else:
-            left = f"({text})" if i >= 2 else text
-            text = f"{left} {op} {lit}"
-    return text
-
-
-def formula_indicator(
-    terms: Sequence[tuple[str | None, int, bool]], labels: torch.Tensor
-) -> torch.Tensor:
-    """Indicator of a left-deep formula (``terms`` as in :func:`format_formula`).
-
-    Args:
-        terms: the formula's terms.
-        labels: bool ``[N, C]``.
-
-    Returns:
-        bool ``[N]``.
-    """
-    y = torch.as_tensor(labels).to(torch.bool)
-    out = None
-    for op, c, neg in terms:
-        lit = ~y[:, c] if neg else y[:, c]
-        if out is None:
-            out = lit.clone()
-        elif op == "AND":
-            out &= lit
-        elif op == "OR":
-            out |= lit
-        else:
-            raise ValueError(f"unknown operator {op!r}")
-    if out is None:
-        raise ValueError("empty formula")
-    return out
-
-
-# ---------------------------------------------------------------------------------------------
-# beam search
-# ---------------------------------------------------------------------------------------------
-
-
-def _select(
-    score: torch.Tensor, size: torch.Tensor, fingerprint: torch.Tensor, beam: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Best ``beam`` candidates per row with distinct indicators.
-
-    Args:
-        score: float64 ``[R, Q]``, ``-inf`` for invalid candidates.
-        size: float64 ``[R, Q]`` indicator sizes; ``fingerprint``: float64 ``[R, Q]``
-            weighted indicator sums. Equal (score, size, fingerprint) = same indicator.
-        beam: number to keep.
-
-    Returns:
-        ``(index [R, B'], valid [R, B'])`` with ``B' = min(beam, Q)``, sorted by score
-        (descending; ties by candidate index); the first of identical candidates is kept.
-    """
-    q = score.shape[1]
-    by_fp = torch.argsort(fingerprint, dim=1, stable=True)
-    order = by_fp.gather(1, torch.argsort(-score.gather(1, by_fp), dim=1, stable=True))
-    s, z, f = (t.gather(1, order) for t in (score, size, fingerprint))
-    dup = torch.zeros_like(s, dtype=torch.bool)
-    dup[:, 1:] = (s[:, 1:] == s[:, :-1]) & (z[:, 1:] == z[:, :-1]) & (f[:, 1:] == f[:, :-1])
-    keep = torch.empty_like(dup).scatter_(1, order, ~dup)
-    masked = torch.where(keep, score, -math.inf)
-    idx = torch.argsort(-masked, dim=1, stable=True)[:, : min(beam, q)]
-    return idx, torch.isfinite(masked.gather(1, idx))
-
-
-def _coverage_ok(size: torch.Tensor, n: int, lo: float, hi: float) -> torch.Tensor:
-    frac = size / n
-    return (size > 0) & (size < n) & (frac >= lo) & (frac <= hi)
-
-
 def _search_chunk(
     acts: torch.Tensor,
-    lab: _Labels,
+    lab: LabelProducts,
     labels_t: torch.Tensor,
     weights: torch.Tensor,
     length: int,
@@ -322,11 +96,11 @@ def _search_chunk(
 
     # length-1 candidates: C concepts, then C negations
     size = torch.cat([cnt, n - cnt]).expand(c_neur, -1)
-    auc = _auc_from_ranksum(torch.cat([u, r_tot - u], dim=1), size, n)  # [c, 2C]
+    auc = auc_from_ranksum(torch.cat([u, r_tot - u], dim=1), size, n)  # [c, 2C]
     fp = torch.cat([fp_con, w_tot - fp_con]).expand(c_neur, -1)
-    ok = _coverage_ok(size, n, lo, hi)
+    ok = coverage_ok(size, n, lo, hi)
     score = torch.where(ok, sign * auc, -math.inf)
-    idx, valid = _select(score, size, fp, beam)
+    idx, valid = best_distinct(score, size, fp, beam)
     b_auc, b_size, b_fp = auc.gather(1, idx), size.gather(1, idx), fp.gather(1, idx)
     b_score = torch.where(valid, score.gather(1, idx), -math.inf)
     nb = idx.shape[1]
@@ -350,14 +124,14 @@ def _search_chunk(
         z_c = torch.stack([m, z_b[..., 0] - m, z_b[..., 0] + cnt - m, n - cnt + m], dim=2)
         h_b = b_fp[..., None]
         f_c = torch.stack([h, h_b - h, h_b + fp_con - h, w_tot - fp_con + h], dim=2)
-        a_c = _auc_from_ranksum(s_c, z_c, n)
-        ok = _coverage_ok(z_c, n, lo, hi) & (z_c != z_b) & valid[..., None, None]
+        a_c = auc_from_ranksum(s_c, z_c, n)
+        ok = coverage_ok(z_c, n, lo, hi) & (z_c != z_b) & valid[..., None, None]
         sc_c = torch.where(ok, sign * a_c, -math.inf)
         all_score = torch.cat([b_score, sc_c.reshape(c_neur, -1)], dim=1)
         all_size = torch.cat([b_size, z_c.reshape(c_neur, -1)], dim=1)
         all_fp = torch.cat([b_fp, f_c.reshape(c_neur, -1)], dim=1)
         all_auc = torch.cat([b_auc, a_c.reshape(c_neur, -1)], dim=1)
-        sel, valid = _select(all_score, all_size, all_fp, nb)
+        sel, valid = best_distinct(all_score, all_size, all_fp, nb)
 
         new = sel >= nb  # a new formula (else a kept beam formula)
         j = (sel - nb).clamp_min(0)
@@ -453,11 +227,11 @@ def invert(
         raise ValueError(f"mode must be 'positive' or 'negative', got {mode!r}")
     if length < 1 or beam_size < 1:
         raise ValueError("length and beam_size must be >= 1")
-    a, y = _check_inputs(activations, labels)
+    a, y = check_inputs(activations, labels)
     n, k = a.shape
     if len(concepts) != y.shape[1]:
         raise ValueError(f"{len(concepts)} concept names for {y.shape[1]} label columns")
-    lab = _Labels(y)
+    lab = LabelProducts(y)
     labels_t = y.T.contiguous()
     gen = torch.Generator().manual_seed(_HASH_SEED)
     hi_w = max(2, 2**52 // max(n, 1))
@@ -489,7 +263,7 @@ def invert(
                      "terms": []}
         if valid[i][s]:
             terms = [
-                (None if j == 0 else _OPS[ops[i][s][j]], lits[i][s][j] % c_tot,
+                (None if j == 0 else OPS[ops[i][s][j]], lits[i][s][j] % c_tot,
                  lits[i][s][j] >= c_tot)
                 for j in range(lens[i][s])
             ]

@@ -22,8 +22,11 @@ import csv
 import os
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 
-__all__ = ["FORMATS", "detect_format", "read_explanations"]
+from cosy_bench.explainers.base import Explainer, Explanations
+
+__all__ = ["FORMATS", "PrecomputedExplainer", "detect_format", "read_explanations"]
 
 #: Format name -> the columns a header must contain for it.
 FORMATS: dict[str, frozenset[str]] = {
@@ -221,3 +224,23 @@ def read_explanations(
         explanations[neuron] = text
         first_line[neuron] = line
     return explanations
+
+
+class PrecomputedExplainer(Explainer):
+    """Explanations read from a CSV in a published method's format (see the module docstring)."""
+
+    name = "precomputed"
+
+    def __init__(self, path: str, layer: str | None = None, format: str | None = None):
+        self.path = path
+        self.layer = layer
+        self.format = format
+
+    def cache_key(self) -> dict:
+        p = Path(self.path)
+        stamp = p.stat().st_mtime_ns if p.exists() else None
+        return {**super().cache_key(), "mtime": stamp}
+
+    def explain(self, ctx) -> Explanations:
+        kwargs = {"format": self.format} if self.format else {}
+        return Explanations(read_explanations(self.path, layer=self.layer, **kwargs))

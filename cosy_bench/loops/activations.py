@@ -1,7 +1,7 @@
 """The activation pass: a LightningModule predict loop over a dataset of PIL images.
 
 Under DDP (see :mod:`cosy_bench.distributed`) each rank takes its shard of the dataset
-(:class:`~cosy_bench.distributed.ShardSampler`: every image once, no padding copies), the
+(:class:`~cosy_bench.distributed.shards.ShardSampler`: every image once, no padding copies), the
 shards' outputs are gathered on every rank and put back in dataset order by their index, so
 the result is the single-process result whatever the number of ranks or the batch size.
 """
@@ -14,7 +14,9 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from cosy_bench.distributed import ShardSampler, gather_objects, merge_by_index, require_session
+from cosy_bench.distributed.ranks import gather_objects
+from cosy_bench.distributed.session import require_session
+from cosy_bench.distributed.shards import ShardSampler, merge_by_index
 from cosy_bench.models.layers import LayerExtractor
 
 log = logging.getLogger(__name__)

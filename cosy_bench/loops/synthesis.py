@@ -4,7 +4,7 @@ A work item is (concept, prompt, index, seed, path); its image depends on nothin
 the images do not depend on the batch size, the order or the number of processes. Items
 whose file already exists are dropped before the loop (a second run generates nothing); under
 DDP rank 0 decides which items are missing and every rank takes its shard of that list
-(:class:`~cosy_bench.distributed.ShardSampler`), so nothing is generated twice or skipped.
+(:class:`~cosy_bench.distributed.shards.ShardSampler`), so nothing is generated twice or skipped.
 Each image is written atomically (temporary file, then rename).
 """
 
@@ -16,8 +16,10 @@ from pathlib import Path
 import lightning as L
 from torch.utils.data import DataLoader
 
-from cosy_bench.cache import atomic_path
-from cosy_bench.distributed import ShardSampler, agreed, gather_objects, require_session
+from cosy_bench.cache.store import atomic_path
+from cosy_bench.distributed.ranks import agreed, gather_objects
+from cosy_bench.distributed.session import require_session
+from cosy_bench.distributed.shards import ShardSampler
 from cosy_bench.generators.base import Generator
 
 

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import urllib.request
 from pathlib import Path
 
-from cosy_bench.cache import default_cache_dir, write_text_atomic
+from cosy_bench.cache.store import default_cache_dir, download_text
 
 PLACES365_URL = ("https://raw.githubusercontent.com/csailvision/places365/master/"
                  "categories_places365.txt")
@@ -24,18 +23,11 @@ def places365_categories(path: str | None = None, url: str = PLACES365_URL) -> l
     Read from ``path``, else from the cache, else downloaded once into the cache.
     """
     target = Path(path) if path else default_cache_dir() / "meta" / "categories_places365.txt"
-    if not target.exists():
-        if path:
-            raise FileNotFoundError(f"Places365 category file not found: {path} "
-                                    "(model.class_names.path)")
-        try:
-            with urllib.request.urlopen(url, timeout=30) as resp:
-                write_text_atomic(target, resp.read().decode("utf-8"))
-        except Exception as err:
-            raise RuntimeError(
-                f"Places365 class names are not cached at {target} and could not be downloaded "
-                f"from {url} ({err}). Put the file there or set model.class_names.path."
-            ) from err
+    if path and not target.exists():
+        raise FileNotFoundError(f"Places365 category file not found: {path} "
+                                "(model.class_names.path)")
+    download_text(url, target, "Places365 class names are",
+                  "Put the file there or set model.class_names.path.", timeout=30)
     names = []
     for line in target.read_text(encoding="utf-8").splitlines():
         if line.strip():

@@ -5,7 +5,7 @@ registered with :func:`open_clip.add_model_config` when this module is imported,
 ``open_clip.create_model_and_transforms("toyworld-clip", ...)`` and
 ``open_clip.get_tokenizer("toyworld-clip")`` work like for any built-in model. The text
 tower uses open_clip's standard BPE tokenizer (49,408 tokens), so any English text can be
-embedded; the model is trained by :mod:`cosy_bench.toyworld.train_clip`.
+embedded; the model is trained by :mod:`cosy_bench.toyworld.training.clip`.
 
 Shipped weights: compact file, full checkpoint materialised on first use
 -----------------------------------------------------------------------
@@ -52,7 +52,7 @@ import torch
 from safetensors import safe_open
 from torch import Tensor, nn
 
-from cosy_bench.cache import default_cache_dir, save_tensors_atomic
+from cosy_bench.cache.store import default_cache_dir, save_tensors_atomic
 from cosy_bench.toyworld.vocab import CONCEPT_INDEX, CONCEPTS, FAMILIES
 
 #: Name of the registered open_clip model config.
@@ -159,7 +159,7 @@ def materialise_checkpoint(weights: str | os.PathLike | None = None,
 
     Args:
         weights: compact file; default the shipped :data:`WEIGHTS_PATH`.
-        cache_dir: cache root; default ``cosy_bench.cache.default_cache_dir()``
+        cache_dir: cache root; default ``cosy_bench.cache.store.default_cache_dir()``
             (``$COSY_CACHE_DIR`` or ``~/.cache/cosy_bench``). The checkpoint goes to
             ``<cache_dir>/toy_clip/toyworld-clip-<sha256 of the compact file>.safetensors``.
 
@@ -169,7 +169,7 @@ def materialise_checkpoint(weights: str | os.PathLike | None = None,
     weights = Path(weights) if weights is not None else WEIGHTS_PATH
     if not weights.is_file():
         raise FileNotFoundError(f"toy CLIP weights not found: {weights}; train them with "
-                                "`python -m cosy_bench.toyworld.train_clip`")
+                                "`python -m cosy_bench.toyworld.training.clip`")
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     target = root / "toy_clip" / f"{TOY_CLIP_NAME}-{_file_hash(weights)}.safetensors"
     if not target.is_file():

@@ -9,11 +9,8 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from cosy_bench.toyworld.render import (
-    RENDERER_VERSION,
-    render_batch_with_classes,
-    render_scene,
-)
+from cosy_bench.toyworld.render import render_batch_with_classes, render_scene
+from cosy_bench.toyworld.scenes import RENDERER_VERSION
 from cosy_bench.toyworld.vocab import CLASS_NAMES, CONCEPTS
 
 CONTROL_SEED = 12345

@@ -8,7 +8,8 @@ import numpy as np
 from PIL import Image
 
 from cosy_bench.generators.base import Generator
-from cosy_bench.toyworld.render import RENDERER_VERSION, Rendered, render, sample_scene
+from cosy_bench.toyworld.render import render
+from cosy_bench.toyworld.scenes import RENDERER_VERSION, Rendered, sample_scene
 from cosy_bench.toyworld.vocab import parse_concepts
 
 logger = logging.getLogger("cosy_bench.toyworld")

@@ -32,7 +32,7 @@ IMAGE_SIZE = 64
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 SHIPPED_WEIGHTS = WEIGHTS_DIR / "toy_cnn.safetensors"
 TRAIN_COMMAND = (
-    "python -m cosy_bench.toyworld.train --seed 0 --steps 2400 "
+    "python -m cosy_bench.toyworld.training.cnn --seed 0 --steps 2400 "
     "--out cosy_bench/toyworld/weights/toy_cnn.safetensors"
 )
 
@@ -151,7 +151,7 @@ def load_toy_cnn(weights: str | Path | None = "toy_cnn", seed: int = 0) -> ToyCN
             f"toy CNN weights not found at {path}. Train them with:\n  {TRAIN_COMMAND}"
             if path == SHIPPED_WEIGHTS
             else f"toy CNN weights not found at {path}. Train a model with:\n"
-            f"  python -m cosy_bench.toyworld.train --seed 0 --steps 2400 --out {path}"
+            f"  python -m cosy_bench.toyworld.training.cnn --seed 0 --steps 2400 --out {path}"
         )
     from safetensors.torch import load_file
 

@@ -1,0 +1,211 @@
+"""Claims on shared cache files: one process among all jobs sharing the cache computes
+an artefact, the others wait and read it.
+
+:func:`compute_once` takes an atomic claim file ``<artefact>.lock`` created with
+``O_CREAT | O_EXCL`` holding pid, host and time, refreshed by a heartbeat while the holder
+works. A claim whose process is dead (same host) or whose heartbeat is older than
+``stale_after`` seconds (any host) is taken over. Artefacts are written atomically
+(temporary file, then rename), so no one ever reads a half-written file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cosy_bench.distributed.ranks import broadcast_object, is_rank_zero
+
+log = logging.getLogger("cosy_bench")
+
+
+@dataclass
+class Claim:
+    """A held claim on ``lock``; :meth:`release` it when the artefact is written."""
+
+    lock: Path
+    token: str
+    _stop: threading.Event = field(default_factory=threading.Event, repr=False)
+
+    def release(self) -> None:
+        self._stop.set()
+        info = read_claim(self.lock)
+        if info is not None and info.get("token") == self.token:
+            with contextlib.suppress(FileNotFoundError):
+                self.lock.unlink()
+
+
+def lock_path(path: str | os.PathLike) -> Path:
+    path = Path(path)
+    return path.with_name(path.name + ".lock")
+
+
+def read_claim(lock: Path) -> dict | None:
+    """The holder of ``lock`` (``{}`` while it is still being written); None if free."""
+    try:
+        text = lock.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    try:
+        info = json.loads(text)
+        return info if isinstance(info, dict) else {}
+    except ValueError:
+        return {}
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie (dead, not yet reaped by its parent) still answers kill(pid, 0)
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def claim_is_stale(lock: Path, stale_after: float) -> bool:
+    """Is ``lock`` held by a dead process on this host, or without heartbeat for
+    ``stale_after`` seconds?"""
+    try:
+        age = time.time() - lock.stat().st_mtime
+    except FileNotFoundError:
+        return False
+    if age > stale_after:
+        return True
+    info = read_claim(lock) or {}
+    pid = info.get("pid")
+    return (info.get("host") == socket.gethostname() and isinstance(pid, int)
+            and not _pid_alive(pid))
+
+
+def _heartbeat(claim: Claim, every: float) -> None:
+    while not claim._stop.wait(every):
+        info = read_claim(claim.lock)
+        if info is None or info.get("token") != claim.token:
+            return  # released, or taken over after we stalled
+        with contextlib.suppress(OSError):
+            os.utime(claim.lock)
+
+
+def _break(lock: Path, stale_after: float) -> None:
+    """Remove a stale ``lock``, once, however many processes try at the same moment."""
+    breaker = lock.with_name(lock.name + ".break")
+    try:
+        fd = os.open(breaker, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+        with contextlib.suppress(FileNotFoundError):
+            if time.time() - breaker.stat().st_mtime > 60:  # a breaker that died mid-way
+                breaker.unlink()
+        return
+    os.close(fd)
+    try:
+        if claim_is_stale(lock, stale_after):  # still the stale one, under the breaker
+            info = read_claim(lock) or {}
+            log.warning("taking over the stale claim %s (pid %s on %s since %s)", lock,
+                        info.get("pid"), info.get("host"), info.get("time"))
+            with contextlib.suppress(FileNotFoundError):
+                lock.unlink()
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            breaker.unlink()
+
+
+def try_claim(path: str | os.PathLike, stale_after: float = 600.0) -> Claim | None:
+    """Claim the right to compute ``path``: a :class:`Claim` if this process got it, None if
+    a live holder has it. A stale holder (see :func:`claim_is_stale`) is taken over."""
+    lock = lock_path(path)
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            if claim_is_stale(lock, stale_after):
+                _break(lock, stale_after)
+                continue
+            return None
+        token = uuid.uuid4().hex
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump({"pid": os.getpid(), "host": socket.gethostname(), "time": time.time(),
+                       "token": token}, f)
+        claim = Claim(lock, token)
+        threading.Thread(target=_heartbeat, args=(claim, max(0.5, stale_after / 5)),
+                         daemon=True, name="cosy-claim-heartbeat").start()
+        return claim
+    return None
+
+
+def wait_for_file(path: Path, timeout: float = 60.0) -> Path:
+    """``path`` once this process sees it (a shared file system may show a file renamed on
+    another node a little later)."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise FileNotFoundError(errno.ENOENT, "rank 0 saw this cache file, this rank does not "
+                                    "(is paths.cache_dir on a file system all nodes share?)",
+                                    str(path))
+        time.sleep(0.2)
+    return path
+
+
+def compute_once(path: str | os.PathLike, compute: Callable[[], Any],
+                 save: Callable[[Path, Any], None], load: Callable[[Path], Any], *,
+                 what: str = "artefact", stale_after: float = 600.0, poll: float = 1.0
+                 ) -> tuple[Any, bool]:
+    """``(value, computed)``: ``load(path)`` if the artefact exists or another process makes
+    it meanwhile, else ``compute()`` (then ``save(path, value)``) under a claim on ``path``.
+
+    Of all processes and jobs that share the cache, one computes and the others wait for its
+    file. Under DDP call it on every rank: rank 0 holds the claim and decides, every rank
+    runs ``compute`` (a predict loop) together, rank 0 saves, every rank loads a hit.
+    """
+    path = Path(path)
+    leader = is_rank_zero()
+    since, said = time.monotonic(), False
+    while True:
+        claim, state = None, "wait"
+        if leader:
+            if path.exists():
+                state = "hit"
+            else:
+                claim = try_claim(path, stale_after)
+                if claim is not None and path.exists():  # finished just before we claimed
+                    claim.release()
+                    claim, state = None, "hit"
+                elif claim is not None:
+                    state = "compute"
+        state = broadcast_object(state)
+        if state == "hit":
+            if said:
+                log.info("%s: made by another process, read after %.1f s", what,
+                         time.monotonic() - since)
+            return load(wait_for_file(path)), False
+        if state == "compute":
+            try:
+                value = compute()
+                if leader:
+                    save(path, value)
+            finally:
+                if claim is not None:
+                    claim.release()
+            return value, True
+        if leader:
+            if not said:
+                info = read_claim(lock_path(path)) or {}
+                log.info("%s: another process is computing it (pid %s on %s); waiting", what,
+                         info.get("pid"), info.get("host"))
+                said = True
+            time.sleep(poll)

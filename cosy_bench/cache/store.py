@@ -1,0 +1,110 @@
+"""One cache folder shared by all runs and sweeps.
+
+Every expensive artefact is stored under a key derived from everything that determines it
+(``stable_hash`` of a JSON-able description), never from raw explanation text: texts hold
+``/``, quotes, unicode and can be hundreds of characters long. Files are written atomically
+(temporary file in the same folder, then ``os.replace``), so an interrupted run leaves
+nothing half-written that a later run would read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from cosy_bench.cache.claims import wait_for_file
+from cosy_bench.distributed.ranks import agreed, is_distributed
+
+
+def stable_hash(obj: Any, length: int = 16) -> str:
+    """Hex digest of a JSON-able object, independent of dict order."""
+    blob = json.dumps(obj, sort_keys=True, default=str, ensure_ascii=False)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:length]
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("COSY_CACHE_DIR", Path.home() / ".cache" / "cosy_bench"))
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; move it into place only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def save_tensors_atomic(path: str | os.PathLike, tensors: dict[str, torch.Tensor],
+                        metadata: dict[str, str] | None = None) -> None:
+    with atomic_path(path) as tmp:
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+
+
+def download_text(url: str, target: Path, what: str, hint: str, timeout: float = 60) -> Path:
+    """``target``, downloaded once from ``url`` (atomically) if it is not there yet. A failed
+    download raises a RuntimeError naming ``what``, ``target``, ``url`` and ``hint`` (how to
+    supply the file offline)."""
+    if not target.exists():
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as resp:
+                write_text_atomic(target, resp.read().decode("utf-8"))
+        except Exception as err:
+            raise RuntimeError(f"{what} not cached at {target} and could not be downloaded "
+                               f"from {url} ({err}). {hint}") from err
+    return target
+
+
+class Cache:
+    """Content-addressed folders under ``root``: ``root/<kind>/<key>...``."""
+
+    def __init__(self, root: str | os.PathLike | None = None):
+        self.root = Path(root) if root else default_cache_dir()
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def path(self, kind: str, key: str, suffix: str = "") -> Path:
+        return self.root / kind / f"{key}{suffix}"
+
+    def load_tensors(self, path: Path) -> dict[str, torch.Tensor] | None:
+        return load_file(str(path)) if path.exists() else None
+
+
+class RankAgreedCache(Cache):
+    """A :class:`Cache` whose reads rank 0 decides under DDP.
+
+    Whether an artefact is cached decides whether a predict loop runs, and every rank must
+    run the same loops. Another job may write the cache at any moment, so ranks looking at
+    it a few milliseconds apart could disagree; here rank 0 looks and tells the others. Under
+    DDP every rank must therefore make the same ``load_tensors`` calls in the same order (they
+    do: every rank runs the same pipeline). In a single process it is a plain Cache.
+    """
+
+    def load_tensors(self, path: Path) -> dict[str, torch.Tensor] | None:
+        if not is_distributed():
+            return super().load_tensors(path)
+        if not agreed(path.exists()):
+            return None
+        return super().load_tensors(wait_for_file(path))

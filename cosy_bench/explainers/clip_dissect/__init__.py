@@ -1,0 +1,133 @@
+"""CLIP-Dissect (Oikarinen & Weng, ICLR 2023) as an explainer: label each neuron with the
+concept whose CLIP image-text similarities over a probe set best match its activations,
+``argmax_m sim(t_m, q_k; P)``; the similarity functions are :mod:`.similarities`."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import math
+from collections.abc import Sequence
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from cosy_bench.explainers.base import Explainer, Explanations
+from cosy_bench.explainers.clip_dissect.similarities import (
+    ALIASES,
+    SIMILARITIES,
+    image_text_similarity,
+    similarity,
+)
+
+log = logging.getLogger("cosy_bench")
+
+
+def label_neurons(sim: torch.Tensor, concepts: Sequence[str]) -> list[dict]:
+    """Best concept per neuron.
+
+    Args:
+        sim: ``[K, M]`` similarities; NaN entries are never chosen.
+        concepts: the M concept names.
+
+    Returns:
+        per neuron ``{"neuron", "label", "concept_index", "similarity"}`` (``label`` None and
+        ``similarity`` NaN if the whole row is NaN).
+    """
+    s = torch.as_tensor(sim)
+    if s.ndim != 2 or s.shape[1] != len(concepts):
+        raise ValueError(f"sim must be [K, {len(concepts)}], got {tuple(s.shape)}")
+    masked = torch.nan_to_num(s.double(), nan=-math.inf)
+    vals, ids = masked.max(dim=1)
+    out = []
+    for k, (v, i) in enumerate(zip(vals.tolist(), ids.tolist(), strict=True)):
+        ok = v != -math.inf or not torch.isnan(s[k]).all()
+        out.append({
+            "neuron": k,
+            "label": str(concepts[i]) if ok else None,
+            "concept_index": i if ok else -1,
+            "similarity": v if ok else math.nan,
+        })
+    return out
+
+
+class ClipDissectExplainer(Explainer):
+    """``explainer=clip_dissect``: label = argmax over a concept set of the similarity between
+    each neuron's probe activations and CLIP's image-concept matrix ``P``.
+
+    CLIP image embeddings are cached per (CLIP model, probe set), text embeddings per (CLIP
+    model, concept set); the layer's probe activations come from the pipeline's cached pass.
+    """
+
+    name = "clip_dissect"
+
+    def __init__(self, clip, probe, concepts, similarity: str = "soft_wpmi",
+                 hparams: dict | None = None, chunk_size: int = 4096):
+        self.clip, self.probe, self.concepts = clip, probe, concepts
+        self.similarity = similarity
+        self.hparams = dict(hparams or {})
+        self.chunk_size = chunk_size
+
+    def cache_key(self) -> dict:
+        def plain(x):
+            return OmegaConf.to_container(x, resolve=True) if isinstance(x, (DictConfig, ListConfig)) else x
+
+        return {"name": self.name, "clip": plain(self.clip), "probe": plain(self.probe),
+                "concepts": plain(self.concepts), "similarity": self.similarity,
+                "hparams": plain(self.hparams)}
+
+    def explain(self, ctx) -> Explanations:
+        from cosy_bench.cache.store import save_tensors_atomic, stable_hash
+        from cosy_bench.explainers.concept_sets import resolve
+        from cosy_bench.loops.activations import collect_activations
+        from cosy_bench.models.clip import ImageEncoder, encode_texts
+        from cosy_bench.models.layers import LayerExtractor, LayerSpec
+
+        key = self.cache_key()
+        concepts = self.concepts
+        if isinstance(concepts, (DictConfig, dict)) and "_target_" in concepts:
+            concepts = instantiate(concepts)
+        concepts = resolve(concepts)
+        probe = instantiate(self.probe)
+        clip_model, preprocess, tokenizer = instantiate(self.clip)
+
+        img_path = ctx.cache.path("clip_images", stable_hash({"clip": key["clip"],
+                                                              "probe": probe.name}), ".safetensors")
+        cached = ctx.cache.load_tensors(img_path)
+        if cached is None:
+            encoder = LayerExtractor(ImageEncoder(clip_model), LayerSpec("clip", None, "identity"))
+            emb, index = collect_activations(encoder, probe, preprocess, ctx.trainer(),
+                                             batch_size=ctx.cfg.batch_size,
+                                             num_workers=ctx.cfg.num_workers)
+            save_tensors_atomic(img_path, {"embeddings": emb, "index": index})
+        else:
+            emb, index = cached["embeddings"], cached["index"]
+        txt_path = ctx.cache.path("clip_texts", stable_hash({"clip": key["clip"],
+                                                             "concepts": concepts}), ".safetensors")
+        cached = ctx.cache.load_tensors(txt_path)
+        if cached is None:
+            text = encode_texts(clip_model, tokenizer, concepts)
+            save_tensors_atomic(txt_path, {"embeddings": text})
+        else:
+            text = cached["embeddings"]
+
+        acts, act_index = ctx.activations(probe, "probe", with_index=True)
+        common = torch.isin(index, act_index)
+        emb, index = emb[common], index[common]
+        acts = acts[torch.isin(act_index, index)]
+        clip_feats = image_text_similarity(emb, text, chunk_size=self.chunk_size)
+        hparams = dict(self.hparams)
+        default_top = inspect.signature(
+            SIMILARITIES[ALIASES.get(self.similarity, self.similarity)]).parameters.get("top_k")
+        if default_top is not None:
+            top_k = hparams.get("top_k", default_top.default)
+            if top_k > acts.shape[0]:
+                log.warning("probe set has %d images, fewer than top_k=%d: using top_k=%d",
+                            acts.shape[0], top_k, acts.shape[0])
+                hparams["top_k"] = acts.shape[0]
+        sim = similarity(self.similarity, clip_feats, acts, **hparams)
+        records = label_neurons(sim, concepts)
+        kept = [r for r in records if r["label"] is not None]
+        return Explanations({r["neuron"]: r["label"] for r in kept},
+                            {"clip_similarity": {r["neuron"]: r["similarity"] for r in kept}})

@@ -1,0 +1,3 @@
+"""Text-to-image generators behind one interface (:mod:`.base`): diffusers pipelines
+(:mod:`.diffusers`: SDXL, Stable Cascade, any pipeline, a tiny random one); the toy world's
+is :mod:`cosy_bench.toyworld.generator`. Imports nothing else of cosy_bench."""

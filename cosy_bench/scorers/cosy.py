@@ -1,0 +1,353 @@
+"""CoSy's scores (AUC, MAD, Mann-Whitney U) as pure functions on activation tensors.
+
+Every scorer takes the same two tensors and scores all ``K`` neurons at once:
+
+* ``control``: float tensor ``[N, K]``: activations of the ``K`` neurons on the ``N`` images of
+  the control dataset (``A0`` of every neuron).
+* ``concept``: float tensor ``[M, K]``: column ``k`` holds neuron ``k``'s activations on the
+  ``M`` synthetic images generated from *its own* explanation (``A1`` of neuron ``k``).
+
+and returns a float64 tensor ``[K]`` (one score per neuron) on the device of the inputs.
+Inputs of any real dtype (float16/32/64, integer) are accepted. Order and ties are decided in
+a dtype that holds both inputs exactly (their own float dtype, else float64), so ties in the
+inputs stay ties; counts are summed in int64 and every mean, variance and score is computed in
+float64. The scorers are vectorised over neurons: no Python loop runs over ``K``.
+
+Scores (Kopf et al., NeurIPS 2024, and the authors' code):
+
+* :func:`auc`: ``AUC = sum_{a in A0} sum_{b in A1} 1[a < b] / (n m)``, ties count 1/2; equal to
+  ``sklearn.metrics.roc_auc_score`` with label 0 for control and 1 for concept activations.
+* :func:`mad`: ``(mean(A1) - mean(A0)) / std(A0)`` with the unbiased (``n - 1``) std; 0 where
+  the control column is constant (``std(A0) == 0``), as in the authors' code.
+* :func:`utest`: Mann-Whitney U of concept vs control (``U = AUC * n * m``) and its two-sided
+  p-value from the normal approximation with tie and continuity corrections; equal to
+  ``scipy.stats.mannwhitneyu(concept[:, k], control[:, k], method="asymptotic")``.
+
+:data:`SCORERS` maps names to scorers with the common signature ``(control, concept) -> [K]``;
+:func:`score_all` computes several of them with one validation and shared intermediate results.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+_MAX_LISTED = 10  # neuron indices named in an error message before eliding the rest
+
+
+class MannWhitneyResult(NamedTuple):
+    """Result of :func:`utest`: two float64 tensors ``[K]``.
+
+    ``u``: Mann-Whitney U of the concept activations against the control activations
+    (pairs with concept > control, ties counted 1/2), i.e. ``AUC * n * m``.
+    ``p``: two-sided p-value (normal approximation, tie and continuity corrections).
+    """
+
+    u: Tensor
+    p: Tensor
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _describe_neurons(mask: Tensor) -> str:
+    idx = mask.nonzero().flatten().tolist()
+    shown = ", ".join(str(i) for i in idx[:_MAX_LISTED])
+    more = f", ... ({len(idx)} neurons in all)" if len(idx) > _MAX_LISTED else ""
+    return f"neuron{'s' if len(idx) > 1 else ''} {shown}{more}"
+
+
+def _check_one(name: str, x: Tensor, rows: str) -> None:
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor [{rows}, K], got {type(x).__name__}")
+    if x.dtype == torch.bool or x.is_complex():
+        raise TypeError(f"{name} must hold real numbers, got dtype {x.dtype}")
+    if x.ndim != 2:
+        hint = " (for a single neuron use x.unsqueeze(1))" if x.ndim == 1 else ""
+        raise ValueError(f"{name} must be 2-D [{rows}, K], got shape {tuple(x.shape)}{hint}")
+    if x.shape[0] == 0:
+        raise ValueError(f"{name} is empty: it has no rows (shape {tuple(x.shape)})")
+    if x.shape[1] == 0:
+        raise ValueError(f"{name} is empty: it has no neurons (shape {tuple(x.shape)})")
+    if x.is_floating_point():
+        nan_cols = torch.isnan(x).any(dim=0)
+        if bool(nan_cols.any()):
+            raise ValueError(f"{name} contains NaN in {_describe_neurons(nan_cols)}")
+
+
+def _validate(control: Tensor, concept: Tensor, min_control: int = 1) -> None:
+    """Check ``control [N, K]`` and ``concept [M, K]``; raise ``TypeError``/``ValueError``."""
+    _check_one("control", control, "N")
+    _check_one("concept", concept, "M")
+    if control.shape[1] != concept.shape[1]:
+        raise ValueError(
+            "control and concept must score the same neurons (same K = size of dim 1), got "
+            f"control shape {tuple(control.shape)} and concept shape {tuple(concept.shape)}"
+        )
+    if control.device != concept.device:
+        raise ValueError(f"control is on {control.device} but concept is on {concept.device}")
+    if control.shape[0] < min_control:
+        raise ValueError(
+            f"need at least {min_control} control rows, got control shape {tuple(control.shape)}"
+        )
+
+
+# --------------------------------------------------------------------------- kernels
+# The kernels take validated tensors and do no checking. Comparisons (sorting, searching,
+# ties) run in a dtype both inputs convert to exactly; every sum and score is float64.
+
+
+def _comparison_dtype(control: Tensor, concept: Tensor) -> torch.dtype:
+    """A dtype holding both inputs exactly, so that order and ties are those of the inputs."""
+    if control.dtype == concept.dtype and control.is_floating_point():
+        if control.dtype in (torch.float16, torch.bfloat16):
+            return torch.float32  # sort/searchsorted lack half kernels on some devices
+        return control.dtype
+    return torch.float64  # mixed dtypes or integers (exact below 2**53)
+
+
+def _sorted_columns(x: Tensor, dtype: torch.dtype) -> Tensor:
+    """``[R, K]`` -> ``[K, R]`` in ``dtype``: each neuron's values ascending, contiguous."""
+    rows = torch.empty(x.shape[1], x.shape[0], dtype=dtype, device=x.device)
+    rows.copy_(x.T)  # one pass: transpose and convert together
+    return torch.sort(rows, dim=1).values
+
+
+class _Ranks(NamedTuple):
+    """Where each concept value falls among the control values of its neuron.
+
+    control: ``[K, N]`` ascending. concept: ``[K, M]`` ascending.
+    below: int64 ``[K, M]``, control values ``<`` each concept value.
+    upto: int64 ``[K, M]``, control values ``<=`` each concept value.
+    """
+
+    control: Tensor
+    concept: Tensor
+    below: Tensor
+    upto: Tensor
+
+
+def _ranks(control: Tensor, concept: Tensor) -> _Ranks:
+    """Sort ``control [N, K]`` and ``concept [M, K]`` per neuron; locate concept in control."""
+    dtype = _comparison_dtype(control, concept)
+    control_sorted = _sorted_columns(control, dtype)  # the one O(K N log N) step
+    concept_sorted = _sorted_columns(concept, dtype)
+    below = torch.searchsorted(control_sorted, concept_sorted, side="left")
+    upto = torch.searchsorted(control_sorted, concept_sorted, side="right")
+    return _Ranks(control_sorted, concept_sorted, below, upto)
+
+
+def _u_statistic(ranks: _Ranks) -> Tensor:
+    """Mann-Whitney U of concept vs control, float64 ``[K]``.
+
+    ``U = sum_b (#{a < b} + #{a == b} / 2) = sum_b (below_b + upto_b) / 2``; the integer
+    ``2 U`` is summed exactly in int64.
+    """
+    return (ranks.below + ranks.upto).sum(dim=1).to(torch.float64) / 2.0
+
+
+def _cube_minus(t: Tensor) -> Tensor:
+    """``t^3 - t`` in float64 (exact for counts below 2**17)."""
+    t = t.to(torch.float64)
+    return t * t * t - t
+
+
+def _run_tie_term(sorted_rows: Tensor) -> Tensor:
+    """``sum over tie groups (t^3 - t)`` of each row of ``sorted_rows [K, R]``: float64 [K].
+
+    An element equal to its predecessor is "tied"; a group of ``t >= 2`` equal values is a run
+    of ``t - 1`` tied elements, found from the edges of the tied mask (groups of one add 0).
+    """
+    k, r = sorted_rows.shape
+    # One spare False column per row, so that runs end inside their row when flattened.
+    tied = torch.zeros(k, r + 1, dtype=torch.bool, device=sorted_rows.device)
+    torch.eq(sorted_rows[:, 1:], sorted_rows[:, :-1], out=tied[:, 1:r])
+    flat = tied.view(-1)
+    edges = (flat[1:] != flat[:-1]).nonzero().squeeze(1)  # alternately run start-1, run end
+    first, last = edges[0::2] + 1, edges[1::2]
+    sizes = last - first + 2  # run of tied elements plus the group's first element
+    out = torch.zeros(k, dtype=torch.float64, device=sorted_rows.device)
+    return out.index_add_(0, torch.div(first, r + 1, rounding_mode="floor"), _cube_minus(sizes))
+
+
+def _tie_term(ranks: _Ranks) -> Tensor:
+    """``sum over tie groups (t^3 - t)`` of each neuron's pooled sample: float64 ``[K]``.
+
+    A pooled group of value ``v`` has ``t0`` control and ``t1`` concept members, so the sum is
+    the control-only sum plus, over the distinct concept values ``b``, ``f(t0 + t1) - f(t0)``
+    with ``f(t) = t^3 - t``, ``t0 = upto_b - below_b`` and ``t1`` = copies of ``b`` in concept.
+    Equal to ``sum_i (c_i^2 - 1)`` over the pooled elements, ``c_i`` = values equal to ``i``.
+    """
+    qs = ranks.concept
+    t0 = ranks.upto - ranks.below
+    t1 = torch.searchsorted(qs, qs, side="right") - torch.searchsorted(qs, qs, side="left")
+    first = torch.ones_like(qs, dtype=torch.bool)
+    torch.ne(qs[:, 1:], qs[:, :-1], out=first[:, 1:])  # one representative per distinct value
+    extra = torch.where(first, _cube_minus(t0 + t1) - _cube_minus(t0), 0.0).sum(dim=1)
+    return _run_tie_term(ranks.control) + extra
+
+
+def _utest_p(u: Tensor, tie_term: Tensor, n: int, m: int) -> Tensor:
+    """Two-sided asymptotic p-value of the Mann-Whitney U test (as scipy computes it).
+
+    u, tie_term: float64 ``[K]``. Returns float64 ``[K]`` in ``[0, 1]``.
+    """
+    total = n + m  # >= 2
+    mu = n * m / 2.0
+    u_max = torch.maximum(u, n * m - u)  # two-sided: the larger of U1 and U2
+    var_factor = (total + 1) - tie_term / (total * (total - 1))
+    sigma = torch.sqrt((n * m / 12.0) * var_factor.clamp_min(0.0))
+    # Continuity correction; sigma == 0 (all values tied) gives z = -inf and p = 1.
+    z = (u_max - mu - 0.5) / sigma
+    return torch.special.erfc(z / math.sqrt(2.0)).clamp(0.0, 1.0)
+
+
+def _mad(control: Tensor, concept: Tensor) -> Tensor:
+    """MAD of ``control [N, K]`` (N >= 2) and ``concept [M, K]``: float64 ``[K]``."""
+    n = control.shape[0]
+    c64 = control.to(torch.float64)
+    mean0 = c64.mean(dim=0)
+    # Two-pass variance; subtract in place when the conversion already made a private copy.
+    dev = c64.sub_(mean0) if c64.data_ptr() != control.data_ptr() else c64 - mean0
+    std = (dev.square_().sum(dim=0) / (n - 1)).sqrt_()
+    # A constant column can get a tiny non-zero std from rounding of the mean: test it exactly.
+    constant = (control.amax(dim=0) == control.amin(dim=0)) | (std == 0)
+    diff = concept.to(torch.float64).mean(dim=0) - mean0
+    safe_std = torch.where(constant, torch.ones_like(std), std)
+    return torch.where(constant, torch.zeros_like(std), diff / safe_std)
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def auc(control: Tensor, concept: Tensor) -> Tensor:
+    """CoSy AUC of each neuron: how well its activations rank concept above control images.
+
+    Args:
+        control: ``[N, K]`` control activations (``N >= 1``).
+        concept: ``[M, K]``; column ``k`` = neuron ``k`` on its explanation's images.
+
+    Returns:
+        float64 ``[K]`` in ``[0, 1]``:
+        ``sum_{a in A0} sum_{b in A1} (1[a < b] + 1[a == b] / 2) / (N M)``, equal to
+        ``sklearn.metrics.roc_auc_score`` with labels 0 (control) / 1 (concept).
+
+    Sorts each control column once (``O(K N log N)``) and locates all concept values with one
+    batched ``torch.searchsorted``.
+    """
+    _validate(control, concept)
+    return _u_statistic(_ranks(control, concept)) / (control.shape[0] * concept.shape[0])
+
+
+def mad(control: Tensor, concept: Tensor) -> Tensor:
+    """CoSy MAD (mean activation difference) of each neuron.
+
+    Args:
+        control: ``[N, K]`` control activations, ``N >= 2``.
+        concept: ``[M, K]``; column ``k`` = neuron ``k`` on its explanation's images.
+
+    Returns:
+        float64 ``[K]``: ``(mean(A1) - mean(A0)) / std(A0)``, std unbiased (``N - 1``).
+        Where a control column is constant (``std(A0) == 0``) the score is **0**, whatever the
+        concept activations, as in the CoSy authors' code (not ``inf``/``nan``).
+    """
+    _validate(control, concept, min_control=2)
+    return _mad(control, concept)
+
+
+def utest(control: Tensor, concept: Tensor) -> MannWhitneyResult:
+    """Mann-Whitney U test of concept vs control activations, for every neuron.
+
+    Args:
+        control: ``[N, K]`` control activations.
+        concept: ``[M, K]``; column ``k`` = neuron ``k`` on its explanation's images.
+
+    Returns:
+        :class:`MannWhitneyResult` of two float64 ``[K]`` tensors: ``u = AUC * N * M`` and the
+        two-sided ``p`` (normal approximation, tie correction, continuity correction), equal to
+        ``scipy.stats.mannwhitneyu(concept[:, k], control[:, k], method="asymptotic")``
+        (note the argument order: concept first). ``p = 1`` where all values of a neuron are
+        tied.
+    """
+    _validate(control, concept)
+    ranks = _ranks(control, concept)
+    u = _u_statistic(ranks)
+    return MannWhitneyResult(u, _utest_p(u, _tie_term(ranks), control.shape[0], concept.shape[0]))
+
+
+def utest_u(control: Tensor, concept: Tensor) -> Tensor:
+    """Mann-Whitney U of :func:`utest` alone: float64 ``[K]`` (``= AUC * N * M``)."""
+    _validate(control, concept)
+    return _u_statistic(_ranks(control, concept))
+
+
+def utest_p(control: Tensor, concept: Tensor) -> Tensor:
+    """Two-sided p-value of :func:`utest` alone: float64 ``[K]``."""
+    return utest(control, concept).p
+
+
+#: Scorers by name; every one is ``(control [N, K], concept [M, K]) -> float64 [K]``.
+#: ``"utest"`` is the U statistic and ``"utest_p"`` its p-value (use :func:`utest` or
+#: :func:`score_all` to get both from one computation).
+SCORERS: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
+    "auc": auc,
+    "mad": mad,
+    "utest": utest_u,
+    "utest_p": utest_p,
+}
+
+#: Output columns of :func:`score_all` for each scorer name it accepts.
+SCORE_COLUMNS: dict[str, tuple[str, ...]] = {
+    "auc": ("auc",),
+    "mad": ("mad",),
+    "utest": ("utest_u", "utest_p"),
+    "utest_p": ("utest_p",),
+}
+
+
+def score_all(names: Iterable[str], control: Tensor, concept: Tensor) -> dict[str, Tensor]:
+    """Compute the requested scores once each, sharing the work between them.
+
+    Args:
+        names: scorer names from :data:`SCORE_COLUMNS` (``"auc"``, ``"mad"``, ``"utest"``,
+            ``"utest_p"``); repeats are ignored.
+        control: ``[N, K]`` control activations.
+        concept: ``[M, K]``; column ``k`` = neuron ``k`` on its explanation's images.
+
+    Returns:
+        ``{column: float64 [K]}`` with columns in the order requested: ``"auc"`` -> ``auc``,
+        ``"mad"`` -> ``mad``, ``"utest"`` -> ``utest_u`` and ``utest_p``,
+        ``"utest_p"`` -> ``utest_p``. The inputs are validated once, each control column is
+        sorted once, and U feeds both AUC and the U test.
+    """
+    names = list(dict.fromkeys(names))
+    unknown = [name for name in names if name not in SCORE_COLUMNS]
+    if unknown:
+        raise ValueError(f"unknown scorer(s) {unknown}; known: {sorted(SCORE_COLUMNS)}")
+    if not names:
+        raise ValueError(f"no scorer requested; known: {sorted(SCORE_COLUMNS)}")
+    _validate(control, concept, min_control=2 if "mad" in names else 1)
+    n, m = control.shape[0], concept.shape[0]
+
+    columns: dict[str, Tensor] = {}
+    u = p = None
+    if {"auc", "utest", "utest_p"} & set(names):
+        ranks = _ranks(control, concept)
+        u = _u_statistic(ranks)
+        if {"utest", "utest_p"} & set(names):
+            p = _utest_p(u, _tie_term(ranks), n, m)
+    for name in names:
+        if name == "auc":
+            columns["auc"] = u / (n * m)
+        elif name == "mad":
+            columns["mad"] = _mad(control, concept)
+        elif name == "utest":
+            columns["utest_u"] = u
+            columns["utest_p"] = p
+        else:  # "utest_p"
+            columns["utest_p"] = p
+    return columns

@@ -19,6 +19,14 @@ log = logging.getLogger(__name__)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
 
 
+
+def seeded_subset(n: int, limit: int | None, seed: int) -> list[int]:
+    """Sorted indices of a seeded sample of ``limit`` of ``n`` items (all of them when
+    ``limit`` is None or not smaller than ``n``)."""
+    if limit is None or limit >= n:
+        return list(range(n))
+    return np.sort(np.random.default_rng(seed).choice(n, limit, replace=False)).tolist()
+
 class ImageFolder(Dataset):
     """All images under ``root`` (recursively, sorted), optionally a seeded subset of ``limit``."""
 
@@ -37,9 +45,7 @@ class ImageFolder(Dataset):
         if not files:
             raise ValueError(f"image folder {str(self.root)!r} holds no images "
                              f"({', '.join(IMAGE_EXTENSIONS)}) (set {config_key})")
-        if limit is not None and limit < len(files):
-            keep = np.sort(np.random.default_rng(seed).choice(len(files), limit, replace=False))
-            files = [files[i] for i in keep]
+        files = [files[i] for i in seeded_subset(len(files), limit, seed)]
         self.files = files
         self.name = f"{name}:{self.root.resolve()}:n{len(files)}" + (f":s{seed}" if limit else "")
         self.skipped: list[str] = []

@@ -9,7 +9,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cosy_bench.data.datasets import IMAGE_EXTENSIONS, SyntheticControlSet, load_image
+from cosy_bench.data.datasets import (
+    IMAGE_EXTENSIONS,
+    SyntheticControlSet,
+    load_image,
+    seeded_subset,
+)
 
 
 class LabelledImageFolder(torch.utils.data.Dataset):
@@ -39,10 +44,8 @@ class LabelledImageFolder(torch.utils.data.Dataset):
         if not files:
             raise ValueError(f"probe folder {str(self.root)!r} holds no images in class "
                              f"sub-folders (set {config_key})")
-        if limit is not None and limit < len(files):
-            keep = np.sort(np.random.default_rng(seed).choice(len(files), limit, replace=False))
-            files = [files[i] for i in keep]
-            targets = [targets[i] for i in keep]
+        keep = seeded_subset(len(files), limit, seed)
+        files, targets = [files[i] for i in keep], [targets[i] for i in keep]
         self.files = files
         self.concepts = classes
         self.names_from_model = names_from_model

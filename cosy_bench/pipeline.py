@@ -164,7 +164,8 @@ def run(cfg: DictConfig, output_dir: str | Path):
     generated = synthesize(generator, all_items, ctx.trainer(), batch_size=cfg.generator_batch_size)
     ctx.stats["images_generated"] = generated
 
-    control = ctx.activations(control_ds, "control")[:, neurons]
+    control, control_index = ctx.activations(control_ds, "control", with_index=True)
+    control = control[:, neurons]
     check_finite("control", control, neurons)
     per_concept = concept_activations(ctx, generator, items)
     concept = torch.stack([per_concept[t][:, k] for t, k in zip(texts, neurons, strict=True)],
@@ -174,7 +175,8 @@ def run(cfg: DictConfig, output_dir: str | Path):
 
     truth = model.ground_truth(layer)
     record = RunRecord.build(cfg, neurons, texts, scores, explanations, truth, ctx.stats,
-                             n_control=control.shape[0], items=items)
+                             n_control=control.shape[0], items=items, control=control,
+                             concept=concept, control_index=control_index, dataset=control_ds)
     if is_rank_zero():  # under DDP only rank 0 writes and prints
         record.write(output_dir)
     return record

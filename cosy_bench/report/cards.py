@@ -1,0 +1,152 @@
+"""Per-neuron cards: a neuron's explanation, ground truth, scores with the AUC's 95% interval,
+up to 8 of its synthetic images and its top-8 control images by activation.
+
+Images are copied into the report as small thumbnails (``thumbs/``, one file per distinct
+source, never the originals). Control images come from the files the run recorded, or,
+for control sets held in memory (the toy world, the synthetic set), from the control set
+rebuilt from the run's config (deterministic, built once per distinct config)."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from html import escape
+from pathlib import Path
+
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+from PIL import Image
+
+from cosy_bench.data.datasets import load_image
+from cosy_bench.record import N_SYNTHETIC, RunRecord
+
+log = logging.getLogger("cosy_bench")
+
+THUMB = 80  # px, longest side
+PAGE = 64  # cards per page of a run
+
+
+class Thumbnails:
+    """Writes thumbnails into ``report/thumbs`` and returns their paths relative to report/."""
+
+    def __init__(self, report_dir: Path):
+        self.dir = report_dir / "thumbs"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.done: dict[str, str | None] = {}
+        self.datasets: dict[str, object] = {}
+        self.written = 0
+
+    def _write(self, key: str, load) -> str | None:
+        if key in self.done:
+            return self.done[key]
+        name = hashlib.sha1(key.encode()).hexdigest()[:16] + ".png"
+        image = load()
+        rel = None
+        if image is not None:
+            image = image.convert("RGB")
+            image.thumbnail((THUMB, THUMB), Image.BILINEAR)
+            tmp = self.dir / f".{name}.tmp"
+            image.save(tmp, format="PNG")
+            tmp.replace(self.dir / name)
+            rel = f"thumbs/{name}"
+            self.written += 1
+        self.done[key] = rel
+        return rel
+
+    def file(self, path: str) -> str | None:
+        """Thumbnail of an image file (``None`` where it is missing or unreadable)."""
+        def load():
+            return load_image(path) if path and Path(path).is_file() else None
+
+        return self._write(f"file:{path}", load)
+
+    def _dataset(self, record: RunRecord):
+        spec = OmegaConf.select(record.cfg, "dataset", default=None)
+        if spec is None:
+            return None
+        key = OmegaConf.to_yaml(spec, resolve=True)
+        if key not in self.datasets:
+            try:
+                self.datasets[key] = instantiate(spec)
+            except Exception as err:  # a control set this machine cannot build
+                log.warning("report: control set of %s not available here (%s)",
+                            record.folder, err)
+                self.datasets[key] = None
+        return self.datasets[key]
+
+    def control(self, record: RunRecord, row: dict) -> str | None:
+        """Thumbnail of one of the run's top control images (``top_control.csv`` row)."""
+        path = str(row.get("path") or "")
+        if path:
+            return self.file(path)
+        dataset_id = record.meta.get("dataset_id") or str(record.folder)
+
+        def load():
+            dataset = self._dataset(record)
+            return None if dataset is None else dataset[int(row["index"])]
+
+        return self._write(f"control:{dataset_id}:{int(row['index'])}", load)
+
+
+def _img(src: str | None, title: str) -> str:
+    if src is None:
+        return f'<span class="missing" title="{escape(title)}">missing</span>'
+    return f'<img src="{escape(src)}" alt="{escape(title)}" title="{escape(title)}" loading="lazy">'
+
+
+def _scores(row: dict) -> str:
+    parts = []
+    if isinstance(row.get("auc"), (int, float)):
+        ci = ""
+        if isinstance(row.get("auc_ci_low"), (int, float)):
+            ci = f" [{row['auc_ci_low']:.2f}, {row['auc_ci_high']:.2f}]"
+        parts.append(f"AUC <b>{row['auc']:.3f}</b>{ci}")
+    for name, value in row.items():
+        if name not in ("neuron", "auc", "auc_ci_low", "auc_ci_high") and \
+                isinstance(value, float) and name in ("mad", "utest_p", "utest_u"):
+            parts.append(f"{name.upper() if name == 'mad' else name} {value:.3g}")
+    return " · ".join(parts)
+
+
+def card(record: RunRecord, row: dict, thumbs: Thumbnails, synthetic: dict[str, list[dict]],
+         top: dict[int, list[dict]]) -> str:
+    """The HTML of one neuron's card."""
+    neuron, text = row.get("neuron"), str(row.get("explanation", ""))
+    truth = row.get("ground_truth")
+    head = f'<div class="head"><b>#{escape(str(neuron))}</b> {escape(text)}'
+    if truth not in (None, ""):
+        head += f' <span class="gt">truth: {escape(str(truth))}</span>'
+    syn = "".join(_img(thumbs.file(it["path"]), f"{text} #{it['index']}")
+                  for it in synthetic.get(text, [])[:N_SYNTHETIC])
+    ctl = "".join(_img(thumbs.control(record, it), f"control #{it['index']}: "
+                       f"{float(it['activation']):.3g}") for it in top.get(int(neuron), []))
+    return (f'<div class="card">{head}</div><div class="scores">{_scores(row)}</div>'
+            f'<div class="strip"><span class="lab">synthetic</span>{syn or "none recorded"}</div>'
+            f'<div class="strip"><span class="lab">top control</span>{ctl or "none recorded"}'
+            "</div></div>")
+
+
+def run_cards(record: RunRecord, label: str, thumbs: Thumbnails) -> str:
+    """A run's cards, folded, in pages of :data:`PAGE` neurons."""
+    synthetic: dict[str, list[dict]] = {}
+    for it in record.images:
+        synthetic.setdefault(str(it["concept"]), []).append(it)
+    top: dict[int, list[dict]] = {}
+    for it in sorted(record.top_control, key=lambda r: (int(r["neuron"]), int(r["rank"]))):
+        top.setdefault(int(it["neuron"]), []).append(it)
+    meta = record.meta
+    cards = [card(record, row, thumbs, synthetic, top) for row in record.rows]
+    pages = []
+    for start in range(0, len(cards), PAGE):
+        first, last = record.rows[start]["neuron"], record.rows[min(start + PAGE, len(cards)) - 1][
+            "neuron"]
+        body = "".join(cards[start:start + PAGE])
+        if len(cards) <= PAGE:
+            pages.append(f'<div class="cards">{body}</div>')
+        else:
+            pages.append(f"<details><summary>neurons {first}-{last}</summary>"
+                         f'<div class="cards">{body}</div></details>')
+    title = (f"{escape(label)}: {escape(str(meta.get('model')))} / "
+             f"{escape(str(meta.get('layer')))} / {escape(str(meta.get('explainer')))} "
+             f"({len(record.rows)} neurons)")
+    return f'<details class="run"><summary>{title}</summary>{"".join(pages)}</details>'

@@ -113,6 +113,30 @@ def _top_control(control: torch.Tensor, neurons: list[int], index: torch.Tensor 
     return out
 
 
+_CONTROL_SETS: dict[str, object] = {}  # control sets rebuilt from configs, by config
+
+
+def _control_set(cfg: DictConfig):
+    """The control set of a run's config, built once per distinct config (``None`` where it
+    cannot be built here, e.g. a dataset folder this machine lacks)."""
+    from hydra.utils import instantiate
+
+    spec = OmegaConf.select(cfg, "dataset", default=None)
+    if spec is None:
+        return None
+    key = OmegaConf.to_yaml(spec, resolve=True)
+    if key not in _CONTROL_SETS:
+        if len(_CONTROL_SETS) >= 4:
+            _CONTROL_SETS.pop(next(iter(_CONTROL_SETS)))
+        try:
+            _CONTROL_SETS[key] = instantiate(spec)
+        except Exception as err:  # noqa: BLE001 - any failure means: no control images
+            log.warning("control set %s cannot be built here (%s): no control images",
+                        spec.get("_target_"), err)
+            _CONTROL_SETS[key] = None
+    return _CONTROL_SETS[key]
+
+
 def _synthetic_images(items: dict) -> list[dict]:
     return [{"concept": concept, "index": it.index, "path": str(it.path)}
             for concept, its in items.items() for it in its[:N_SYNTHETIC]]
@@ -134,6 +158,27 @@ class RunRecord:
     top_control: list[dict] = field(default_factory=list)
     #: rows of ``synthetic_images.csv``: concept, index, path
     images: list[dict] = field(default_factory=list)
+    #: the control set (given at build; rebuilt from the config on demand when read back)
+    dataset: object = field(default=None, repr=False)
+
+    def control_image(self, row: dict):
+        """One of the run's top control images (a ``top_control`` row) as a PIL image: from
+        its file, else from the control set (held in memory: the toy world, the synthetic
+        set), rebuilt from the run's config where needed; ``None`` where neither can be had."""
+        from PIL import Image
+
+        path = str(row.get("path") or "")
+        if path:
+            if not Path(path).is_file():
+                return None
+            try:
+                with Image.open(path) as im:
+                    return im.convert("RGB")
+            except OSError:
+                return None
+        if self.dataset is None:
+            self.dataset = _control_set(self.cfg)
+        return None if self.dataset is None else self.dataset[int(row["index"])]
 
     @property
     def meta(self) -> dict:
@@ -203,7 +248,7 @@ class RunRecord:
         top = _top_control(control, neurons, control_index, dataset) if control is not None \
             else []
         return cls(rows, summary, explanations.to_csv(), cfg, items, top_control=top,
-                   images=_synthetic_images(items))
+                   images=_synthetic_images(items), dataset=dataset)
 
     def results_csv(self) -> str:
         return _csv(self.rows, ["neuron", "explanation"])

@@ -29,6 +29,7 @@ CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
 def main(cfg: DictConfig) -> float | None:
     from cosy_bench.distributed.session import session
+    from cosy_bench.loggers import sweep_group
     from cosy_bench.record import RunRecord
 
     hc = HydraConfig.get()
@@ -38,7 +39,7 @@ def main(cfg: DictConfig) -> float | None:
         result = instantiate(cfg.task)(cfg, output_dir)
     if not isinstance(result, RunRecord) or not ranks.is_rank_zero:
         return None
-    group = Path(hc.sweep.dir).name if hc.mode == RunMode.MULTIRUN else None
+    group = sweep_group(hc.sweep.dir) if hc.mode == RunMode.MULTIRUN else None
     instantiate(cfg.logger).log_run(cfg, result, output_dir, group=group)
     auc = result.summary.get("auc")
     return auc["mean"] if isinstance(auc, dict) else None

@@ -155,3 +155,42 @@ def run_two_ranks(script: Path, *args: str, timeout: float = 240) -> list[str]:
     for p, text in zip(procs, logs, strict=True):
         assert p.returncode == 0, text[-3000:]
     return logs
+
+
+def record_by_hand(tmp_path: Path, n_images: int = 2, with_activations: bool = True):
+    """A run record built by hand: 3 neurons of resnet18's logits, two concepts with images;
+    ``with_activations``: with control/concept activations (DeLong CIs, top control images
+    from a 16-image synthetic control set)."""
+    import torch
+    from PIL import Image
+
+    from cosy_bench.data import SyntheticControlSet
+    from cosy_bench.explainers.base import Explanations
+    from cosy_bench.loops.synthesis import WorkItem
+    from cosy_bench.record import RunRecord
+
+    cfg = compose_config(["model=resnet18", "debug=smoke", "layer=output",
+                          "explainer=ground_truth", f"paths.cache_dir={tmp_path / 'cache'}"])
+    items = {}
+    for c, concept in enumerate(["tench", "goldfish"]):
+        its = []
+        for i in range(n_images):
+            path = tmp_path / "images" / f"{c}_{i}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (16, 16), (40 * c, 20 * i, 90)).save(path)
+            its.append(WorkItem(concept, f"a {concept}", i, 1000 * c + i, str(path)))
+        items[concept] = its
+    scores = {"auc": torch.tensor([0.9, 0.7, 0.2], dtype=torch.float64),
+              "mad": torch.tensor([2.0, 1.0, -0.5], dtype=torch.float64)}
+    expl = Explanations({0: "tench", 1: "goldfish", 2: "goldfish"})
+    truth = ["tench", "goldfish", "great white shark"]
+    stats = {"images_generated": 4, "control_activations_computed": True, "control_skipped": 0}
+    acts = {}
+    if with_activations:
+        gen = torch.Generator().manual_seed(0)
+        acts = {"control": torch.randn(16, 3, generator=gen),
+                "concept": torch.randn(n_images, 3, generator=gen) + 1.0,
+                "control_index": torch.arange(16),
+                "dataset": SyntheticControlSet(n=16, size=224)}
+    return RunRecord.build(cfg, [0, 1, 2], ["tench", "goldfish", "goldfish"], scores, expl, truth,
+                           stats, n_control=16, items=items, **acts)

@@ -1,28 +1,21 @@
-"""Reporting: the summary table, the leaderboard, W&B offline logging, and the acceptance
-sweep (4 runs, then the leaderboard prints 4 rows)."""
+"""cosy_bench.record: the summary, the run folder's files and reading them back (DeLong
+intervals, mean intervals, top control images, typed explainer columns, run status), and the
+acceptance sweep (4 runs, then the leaderboard prints 4 rows)."""
 
 from __future__ import annotations
 
 import json
 import math
 import os
-import struct
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import CONF, HAS_TOY_MODEL
-from PIL import Image
+from conftest import CONF, HAS_TOY_MODEL, record_by_hand
 
-from cosy_bench.explainers.base import Explanations
-from cosy_bench.leaderboard import collect, format_table
-from cosy_bench.leaderboard import main as leaderboard_main
-from cosy_bench.loggers import NoLogger, WandbLogger, auto_logger
-from cosy_bench.loops.synthesis import WorkItem
 from cosy_bench.record import RunRecord, names_concept, summarize
 
 # ------------------------------------------------------------------------- summaries
@@ -35,8 +28,12 @@ def test_summarize_mean_std_n():
     assert stat["std"] == pytest.approx(np.std([0.5, 1.0, 0.0]))  # ddof 0, as README says
     # non-finite values are left out of the statistics (and not counted)
     stat = summarize(torch.tensor([1.0, float("nan"), 3.0]))
-    assert stat == {"mean": 2.0, "std": 1.0, "n": 2}
-    assert summarize(torch.tensor([])) == {"mean": None, "std": None, "n": 0}
+    t = 12.706204736174694  # Student t quantile 0.975 with 1 degree of freedom
+    assert {k: stat[k] for k in ("mean", "std", "n")} == {"mean": 2.0, "std": 1.0, "n": 2}
+    # the mean's 95% interval over neurons: t * sd(ddof 1) / sqrt(n) = t * sqrt(2) / sqrt(2)
+    assert stat["ci_low"] == pytest.approx(2.0 - t) and stat["ci_high"] == pytest.approx(2.0 + t)
+    assert summarize(torch.tensor([])) == {"mean": None, "std": None, "n": 0, "ci_low": None,
+                                           "ci_high": None}
 
 
 def test_names_concept():
@@ -46,30 +43,8 @@ def test_names_concept():
     assert not names_concept("anything", "")
 
 
-def _report(compose, tmp_path: Path, n_images: int = 2) -> RunRecord:
-    """A report built by hand: 3 neurons of resnet18's logits, two concepts with images."""
-    cfg = compose(["model=resnet18", "debug=smoke", "layer=output", "explainer=ground_truth",
-                   f"paths.cache_dir={tmp_path / 'cache'}"])
-    items = {}
-    for c, concept in enumerate(["tench", "goldfish"]):
-        its = []
-        for i in range(n_images):
-            path = tmp_path / "images" / f"{c}_{i}.png"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            Image.new("RGB", (16, 16), (40 * c, 20 * i, 90)).save(path)
-            its.append(WorkItem(concept, f"a {concept}", i, 1000 * c + i, str(path)))
-        items[concept] = its
-    scores = {"auc": torch.tensor([0.9, 0.7, 0.2], dtype=torch.float64),
-              "mad": torch.tensor([2.0, 1.0, -0.5], dtype=torch.float64)}
-    expl = Explanations({0: "tench", 1: "goldfish", 2: "goldfish"})
-    truth = ["tench", "goldfish", "great white shark"]
-    stats = {"images_generated": 4, "control_activations_computed": True, "control_skipped": 0}
-    return RunRecord.build(cfg, [0, 1, 2], ["tench", "goldfish", "goldfish"], scores, expl, truth,
-                        stats, n_control=16, items=items)
-
-
-def test_report_writes_its_files_and_prints_the_table(compose, tmp_path, capsys):
-    report = _report(compose, tmp_path)
+def test_report_writes_its_files_and_prints_the_table(tmp_path, capsys):
+    report = record_by_hand(tmp_path)
     out = tmp_path / "run"
     report.write(out)
     printed = capsys.readouterr().out
@@ -81,202 +56,108 @@ def test_report_writes_its_files_and_prints_the_table(compose, tmp_path, capsys)
     assert summary["ground_truth_match"] == pytest.approx(2 / 3)
     assert summary["run"]["n_control"] == 16 and summary["run"]["images_generated"] == 4
     lines = (out / "results.csv").read_text().splitlines()
-    assert lines[0] == "neuron,explanation,ground_truth,auc,mad"
-    assert lines[3].startswith("2,goldfish,great white shark,0.2")
+    assert lines[0] == "neuron,explanation,ground_truth,auc,auc_ci_low,auc_ci_high,mad"
+    assert lines[3].startswith("2,goldfish,great white shark,0.2,")
+    # what produced the scores, for the leaderboard and the report
+    meta = summary["run"]
+    assert meta["weights"] == "random" and meta["generator"] == "tiny"  # debug=smoke
+    assert meta["dataset"] == "synthetic" and meta["dataset_id"] == "synthetic:n16:size224:s0"
+    assert meta["date"][:2] == "20" and meta["versions"]["torch"] == torch.__version__
 
 
-# ----------------------------------------------------------------------- leaderboard
+
+def test_results_carry_delong_intervals_and_summary_carries_mean_intervals(tmp_path):
+    from cosy_bench.scorers.intervals import auc_ci, mean_ci
+
+    record = record_by_hand(tmp_path, n_images=5)
+    gen = torch.Generator().manual_seed(0)  # the activations record_by_hand used
+    control = torch.randn(16, 3, generator=gen)
+    concept = torch.randn(5, 3, generator=gen) + 1.0
+    low, high = auc_ci(control, concept)
+    for j, row in enumerate(record.rows):
+        assert row["auc_ci_low"] == pytest.approx(float(low[j]), abs=1e-12)
+        assert row["auc_ci_high"] == pytest.approx(float(high[j]), abs=1e-12)
+        assert 0.0 <= row["auc_ci_low"] <= row["auc_ci_high"] <= 1.0
+    # the scores' summary: the mean's interval over neurons
+    lo, hi = mean_ci(torch.tensor([0.9, 0.7, 0.2], dtype=torch.float64))
+    assert record.summary["auc"]["ci_low"] == pytest.approx(lo)
+    assert record.summary["auc"]["ci_high"] == pytest.approx(hi)
+    # without activations (older callers) the intervals are simply absent
+    bare = record_by_hand(tmp_path, with_activations=False)
+    assert "auc_ci_low" not in bare.rows[0] and bare.top_control == []
 
 
-def _summary(model, layer, method, auc, mad=None, gt=None) -> dict:
-    out = {"auc": {"mean": auc[0], "std": auc[1], "n": 50},
-           "run": {"model": model, "layer": layer, "explainer": method, "generator": "sdxl",
-                   "prompt": "p5", "n_neurons": 50}}
-    if mad is not None:
-        out["mad"] = {"mean": mad[0], "std": mad[1], "n": 50}
-    if gt is not None:
-        out["ground_truth_match"] = gt
-    return out
+def test_top_control_images_round_trip_and_resolve(tmp_path):
+    from cosy_bench.data import SyntheticControlSet
+
+    record = record_by_hand(tmp_path, n_images=3)
+    gen = torch.Generator().manual_seed(0)
+    control = torch.randn(16, 3, generator=gen)
+    record.write(tmp_path / "run")
+    back = RunRecord.read(tmp_path / "run")
+    assert len(back.top_control) == 3 * 8
+    for k in range(3):
+        mine = sorted((r for r in back.top_control if r["neuron"] == k), key=lambda r: r["rank"])
+        expected = torch.topk(control[:, k], 8).indices.tolist()
+        assert [r["index"] for r in mine] == expected
+        assert [r["activation"] for r in mine] == pytest.approx(
+            torch.topk(control[:, k], 8).values.tolist())
+    # in-memory control set: the image is rebuilt from the run's config
+    row = back.top_control[0]
+    image = back.control_image(row)
+    reference = SyntheticControlSet(n=16, size=224)[row["index"]]
+    assert np.array_equal(np.asarray(image), np.asarray(reference))
+    # synthetic images: up to 8 per concept, with their files
+    assert [(r["concept"], r["index"]) for r in back.images][:3] == [("tench", 0), ("tench", 1),
+                                                                      ("tench", 2)]
+    assert all(Path(r["path"]).is_file() for r in back.images)
+    # a control image whose file is gone is reported missing, not an error
+    assert back.control_image({"path": str(tmp_path / "gone.png"), "index": 0}) is None
 
 
-@pytest.fixture
-def runs_dir(tmp_path) -> Path:
-    summaries = {
-        "sweep/0_a": _summary("resnet18", "avgpool", "milan", (0.61, 0.23), (0.69, 1.35)),
-        "sweep/1_b": _summary("resnet18", "avgpool", "clip_dissect", (0.93, 0.11),
-                              (3.85, 1.88)),
-        "sweep/2_c/nested": _summary("resnet18", "avgpool", "invert", (0.934, 0.106),
-                                     (3.2349, 1.72)),
-        "other/3": _summary("alexnet", "fc", "invert", (0.5, 0.0), gt=1.0),
-    }
-    for sub, summary in summaries.items():
-        (tmp_path / sub).mkdir(parents=True)
-        (tmp_path / sub / "summary.json").write_text(json.dumps(summary))
-    (tmp_path / "sweep" / "multirun.yaml").write_text("noise: 1\n")
-    return tmp_path
+def test_explainer_columns_are_typed_the_same_fresh_or_from_the_cache(tmp_path):
+    """The explanation cache is a csv: its columns came back as strings, fresh ones as
+    floats (W&B then typed the same column differently from run to run)."""
+    from conftest import compose_config
+
+    from cosy_bench.explainers.base import Explanations
+
+    cfg = compose_config(["model=resnet18", "debug=smoke", "layer=output"])
+    fresh = Explanations({0: "tench", 1: "goldfish"}, {"invert_auc": {0: 0.93, 1: 0.5},
+                                                      "label": {0: "a", 1: "b"}})
+    cached = Explanations.from_csv(fresh.to_csv())
+    assert cached.extra["invert_auc"][0] == "0.93"  # the cache gives strings
+    scores = {"auc": torch.tensor([0.6, 0.7], dtype=torch.float64)}
+    rows = [RunRecord.build(cfg, [0, 1], ["tench", "goldfish"], scores, e, None, {}, 4, {}).rows
+            for e in (fresh, cached)]
+    assert rows[0] == rows[1]
+    assert type(rows[1][0]["invert_auc"]) is float and rows[1][0]["label"] == "a"
 
 
-def test_leaderboard_collects_every_summary(runs_dir):
-    rows = collect(runs_dir)
-    assert len(rows) == 4
-    assert {r["method"] for r in rows} == {"milan", "clip_dissect", "invert"}
-    row = next(r for r in rows if r["method"] == "clip_dissect")
-    assert row["auc"] == (0.93, 0.11) and row["mad"] == (3.85, 1.88)
-    assert row["model"] == "resnet18" and row["layer"] == "avgpool" and row["n"] == 50
-    assert len(collect(runs_dir / "sweep")) == 3
+def test_scan_runs_lists_complete_partial_failed_and_unreadable_runs(tmp_path):
+    from cosy_bench.record import scan_runs
 
-
-def test_leaderboard_table_is_the_papers(runs_dir):
-    table = format_table(collect(runs_dir)).splitlines()
-    assert len(table) == 2 + 4  # header, rule, one row per run
-    header = table[0].split()
-    assert header[:6] == ["model", "layer", "method", "n", "AUC", "MAD"]
-    assert set(table[1]) <= {"-", " "}
-    body = table[2:]
-    # sorted by model, layer, method
-    assert [line.split()[0] for line in body] == ["alexnet", "resnet18", "resnet18", "resnet18"]
-    assert [line.split()[2] for line in body] == ["invert", "clip_dissect", "invert", "milan"]
-    invert = body[2]
-    assert "0.93 ± 0.11" in invert and "3.23 ± 1.72" in invert
-    assert "0.61 ± 0.23" in body[3] and "0.69 ± 1.35" in body[3]
-    alexnet = body[0]
-    assert "0.50 ± 0.00" in alexnet and " - " in alexnet + " "  # no MAD: a dash
-    assert "gt_match" in header and alexnet.rstrip().endswith("1.00")
-    # columns line up
-    col = table[0].index("AUC")
-    assert all(line[col].isdigit() for line in body)
-
-
-def test_leaderboard_command(runs_dir, capsys, tmp_path):
-    assert leaderboard_main([str(runs_dir / "sweep")]) == 0
-    out = capsys.readouterr().out.splitlines()
-    assert len(out) == 2 + 3
+    sweep = tmp_path / "sweep"
+    record = record_by_hand(tmp_path)
+    record.write(sweep / "0_ok")
+    record.write(sweep / "1_partial")
+    lines = (sweep / "1_partial" / "results.csv").read_text().splitlines()
+    (sweep / "1_partial" / "results.csv").write_text("\n".join(lines[:2]) + "\n")
+    (sweep / "2_failed" / ".hydra").mkdir(parents=True)
+    (sweep / "2_failed" / "run.log").write_text("[INFO] start\n[ERROR] CUDA out of memory\n")
+    (sweep / "3_bad").mkdir()
+    (sweep / "3_bad" / "summary.json").write_text("[1, 2")
+    found = {s.folder.name: s for s in scan_runs(sweep)}
+    assert {k: v.status for k, v in found.items()} == {
+        "0_ok": "complete", "1_partial": "partial", "2_failed": "failed", "3_bad": "unreadable"}
+    assert "1 of 3 neurons" in found["1_partial"].detail
+    assert "CUDA out of memory" in found["2_failed"].detail
+    assert found["0_ok"].record.identity["method"] == "ground_truth"
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert leaderboard_main([str(empty)]) == 1
-    assert "no summary.json" in capsys.readouterr().out
-
-
-# ------------------------------------------------------------------------------ W&B
-
-
-def _wandb_records(run_dir: Path) -> list:
-    """Records of an offline run's ``.wandb`` transaction log (LevelDB log format, as the
-    W&B SDK writes it: 7-byte file header, 32 KiB blocks, chunked records)."""
-    from wandb.proto import wandb_internal_pb2 as pb
-
-    (log,) = run_dir.glob("*.wandb")
-    data = log.read_bytes()
-    assert data[:4] == b":W&B"
-    block, pos, buf, records = 32768, 7, b"", []
-    while pos + 7 <= len(data):
-        left = block - pos % block
-        if left < 7:
-            pos += left
-            continue
-        _crc, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
-        if kind == 0 and length == 0:  # zero padding to the end of the block
-            pos += left
-            continue
-        buf += data[pos + 7:pos + 7 + length]
-        pos += 7 + length
-        if kind in (1, 4):  # FULL or LAST chunk
-            record = pb.Record()
-            record.ParseFromString(buf)
-            records.append(record)
-            buf = b""
-    return records
-
-
-def _finished_records(run_dir: Path, timeout: float = 60.0) -> list:
-    """The records once the run's ``exit`` record is on disk (the W&B service may still be
-    writing the log for a moment after ``run.finish()`` returns)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        records = _wandb_records(run_dir)
-        if any(r.WhichOneof("record_type") == "exit" for r in records):
-            return records
-        if time.monotonic() > deadline:
-            raise AssertionError(f"the offline run in {run_dir} never finished its log")
-        time.sleep(0.5)
-
-
-def _wandb_summary(run_dir: Path) -> dict:
-    """The run's summary: ``files/wandb-summary.json`` where the SDK writes one (online, or
-    after `wandb sync`), else the summary updates of its transaction log, nested keys joined
-    with ``/``."""
-    summary_file = run_dir / "files" / "wandb-summary.json"
-    if summary_file.exists():
-        def flat(node, prefix=""):
-            for key, value in node.items():
-                if isinstance(value, dict):
-                    yield from flat(value, f"{prefix}{key}/")
-                else:
-                    yield f"{prefix}{key}", value
-
-        return dict(flat(json.loads(summary_file.read_text())))
-    summary = {}
-    for record in _finished_records(run_dir):
-        if record.WhichOneof("record_type") == "summary":
-            for item in record.summary.update:
-                key = item.key or "/".join(item.nested_key)
-                summary[key] = json.loads(item.value_json)
-    return summary
-
-
-@pytest.fixture
-def wandb_offline(monkeypatch, tmp_path):
-    """W&B without network, writing nothing outside ``tmp_path``."""
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setenv("WANDB_SILENT", "true")
-    monkeypatch.delenv("WANDB_API_KEY", raising=False)
-    for var in ("WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_DATA_DIR", "WANDB_ARTIFACT_DIR"):
-        monkeypatch.setenv(var, str(tmp_path / "wandb_home" / var.lower()))
-
-
-def test_wandb_offline_run_carries_the_summary_metrics(compose, tmp_path, wandb_offline):
-    from hydra.utils import instantiate
-
-    report = _report(compose, tmp_path, n_images=3)
-    cfg = compose(["model=resnet18", "debug=smoke", "logger=wandb", "logger.mode=offline",
-                   "logger.images_per_concept=2"])
-    logger = instantiate(cfg.logger)
-    assert isinstance(logger, WandbLogger) and logger.mode == "offline"
-    out = tmp_path / "run"
-    out.mkdir()
-    logger.log_run(report.cfg, report, out, group="sweep-2025")
-
-    (run_dir,) = (out / "wandb").glob("offline-run-*")
-    summary = _wandb_summary(run_dir)
-    for scorer in ("auc", "mad"):
-        for stat in ("mean", "std", "n"):
-            assert summary[f"{scorer}/{stat}"] == pytest.approx(report.summary[scorer][stat])
-    assert summary["auc/mean"] == pytest.approx(0.6)
-    assert summary["ground_truth_match"] == pytest.approx(2 / 3)
-    assert summary["neurons/_type"] == "table-file"  # the per-neuron table
-    # the run's config and group
-    records = _finished_records(run_dir)
-    (run_record,) = [r.run for r in records if r.WhichOneof("record_type") == "run"]
-    assert run_record.run_group == "sweep-2025"
-    config = {item.key: json.loads(item.value_json) for item in run_record.config.update}
-    assert config["model"]["name"] == "resnet18"
-    assert config["explainer_name"] == "ground_truth"
-    # a few generated images per concept: 2 of the 3 of each of the 2 concepts
-    images = list((run_dir / "files" / "media" / "images").rglob("*.png"))
-    assert len(images) == 4
-    assert list((run_dir / "files" / "media" / "table").rglob("*.table.json"))
-
-
-def test_auto_logger(monkeypatch):
-    monkeypatch.delenv("WANDB_API_KEY", raising=False)
-    monkeypatch.delenv("WANDB_MODE", raising=False)
-    assert isinstance(auto_logger(project="p"), NoLogger)
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    assert isinstance(auto_logger(project="p"), WandbLogger)
-    monkeypatch.delenv("WANDB_MODE")
-    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
-    assert isinstance(auto_logger(project="p"), WandbLogger)
-    assert NoLogger().log_run(None, None, Path(".")) is None
+    assert scan_runs(empty) == []
+    with pytest.raises(FileNotFoundError, match="not a folder"):
+        scan_runs(tmp_path / "nowhere")
 
 
 # ------------------------------------------------------------------- acceptance sweep

@@ -4,23 +4,18 @@ up to 8 of its synthetic images and its top-8 control images by activation.
 Images are copied into the report as small thumbnails (``thumbs/``, one file per distinct
 source, never the originals). Control images come from the files the run recorded, or,
 for control sets held in memory (the toy world, the synthetic set), from the control set
-rebuilt from the run's config (deterministic, built once per distinct config)."""
+rebuilt from the run's config (:meth:`cosy_bench.record.RunRecord.control_image`)."""
 
 from __future__ import annotations
 
 import hashlib
-import logging
 from html import escape
 from pathlib import Path
 
-from hydra.utils import instantiate
-from omegaconf import OmegaConf
 from PIL import Image
 
 from cosy_bench.data.datasets import load_image
 from cosy_bench.record import N_SYNTHETIC, RunRecord
-
-log = logging.getLogger("cosy_bench")
 
 THUMB = 80  # px, longest side
 PAGE = 64  # cards per page of a run
@@ -33,7 +28,6 @@ class Thumbnails:
         self.dir = report_dir / "thumbs"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.done: dict[str, str | None] = {}
-        self.datasets: dict[str, object] = {}
         self.written = 0
 
     def _write(self, key: str, load) -> str | None:
@@ -60,32 +54,14 @@ class Thumbnails:
 
         return self._write(f"file:{path}", load)
 
-    def _dataset(self, record: RunRecord):
-        spec = OmegaConf.select(record.cfg, "dataset", default=None)
-        if spec is None:
-            return None
-        key = OmegaConf.to_yaml(spec, resolve=True)
-        if key not in self.datasets:
-            try:
-                self.datasets[key] = instantiate(spec)
-            except Exception as err:  # a control set this machine cannot build
-                log.warning("report: control set of %s not available here (%s)",
-                            record.folder, err)
-                self.datasets[key] = None
-        return self.datasets[key]
-
     def control(self, record: RunRecord, row: dict) -> str | None:
         """Thumbnail of one of the run's top control images (``top_control.csv`` row)."""
         path = str(row.get("path") or "")
         if path:
             return self.file(path)
         dataset_id = record.meta.get("dataset_id") or str(record.folder)
-
-        def load():
-            dataset = self._dataset(record)
-            return None if dataset is None else dataset[int(row["index"])]
-
-        return self._write(f"control:{dataset_id}:{int(row['index'])}", load)
+        return self._write(f"control:{dataset_id}:{int(row['index'])}",
+                           lambda: record.control_image(row))
 
 
 def _img(src: str | None, title: str) -> str:

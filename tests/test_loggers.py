@@ -4,11 +4,15 @@ and its transaction log), not mocked."""
 from __future__ import annotations
 
 import json
+import os
 import struct
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import record_by_hand
 
 from cosy_bench.loggers import NoLogger, WandbLogger, auto_logger
@@ -115,12 +119,111 @@ def test_wandb_offline_run_carries_the_summary_metrics(compose, tmp_path, wandb_
     (run_record,) = [r.run for r in records if r.WhichOneof("record_type") == "run"]
     assert run_record.run_group == "sweep-2025"
     config = {item.key: json.loads(item.value_json) for item in run_record.config.update}
-    assert config["model"]["name"] == "resnet18"
-    assert config["explainer_name"] == "ground_truth"
+    # flat keys the runs table groups and filters by; the whole config under "cfg"
+    assert {k: config[k] for k in ("model", "layer", "explainer", "generator", "prompt",
+                                   "weights", "dataset")} == {
+        "model": "resnet18", "layer": "output", "explainer": "ground_truth",
+        "generator": "tiny", "prompt": "p5", "weights": "random", "dataset": "synthetic"}
+    assert config["cfg"]["model"]["name"] == "resnet18"
+    assert config["cfg"]["explainer_name"] == "ground_truth"
+    # the summary's intervals and the run block
+    assert summary["auc/ci_low"] == pytest.approx(report.summary["auc"]["ci_low"])
+    assert summary["run/n_control"] == 16 and summary["run/images_generated"] == 4
+    assert summary["run/control_skipped"] == 0 and summary["run/n_neurons"] == 3
+    assert summary["auc/histogram/_type"] == "histogram"
+    assert sum(summary["auc/histogram/values"]) == 3
     # a few generated images per concept: 2 of the 3 of each of the 2 concepts
     images = list((run_dir / "files" / "media" / "images").rglob("*.png"))
     assert len(images) == 4
     assert list((run_dir / "files" / "media" / "table").rglob("*.table.json"))
+    # the per-neuron table has image columns: its artifact holds the table and the images
+    (table,) = [r.artifact for r in records if r.WhichOneof("record_type") == "artifact"
+                and r.artifact.type == "run_table"]
+    entries = {e.path: e.local_path for e in table.manifest.contents}
+    written = json.loads(Path(entries["neurons.table.json"]).read_text())
+    assert written["columns"][-2:] == ["synthetic", "top_control"]
+    for row in written["data"]:
+        for cell in row[-2:]:
+            assert cell["_type"] == "image-file" and cell["path"] in entries
+            assert Path(entries[cell["path"]]).is_file()
+    assert [row[0] for row in written["data"]] == [0, 1, 2]
+
+
+def _logged_table(run_dir: Path) -> dict:
+    (path,) = (run_dir / "files" / "media" / "table").rglob("neurons*.table.json")
+    return json.loads(path.read_text())
+
+
+def test_explainer_columns_reach_wandb_with_one_type(tmp_path, wandb_offline):
+    """Explanations read back from the explanation cache (a csv) gave string columns, fresh
+    ones floats: the same W&B column changed type from run to run."""
+    from conftest import compose_config
+
+    from cosy_bench.explainers.base import Explanations
+    from cosy_bench.record import RunRecord
+
+    cfg = compose_config(["model=resnet18", "debug=smoke", "layer=output"])
+    fresh = Explanations({0: "tench", 1: "goldfish"}, {"invert_auc": {0: 0.93, 1: 0.5}})
+    scores = {"auc": torch.tensor([0.6, 0.7], dtype=torch.float64)}
+    values = []
+    for i, expl in enumerate((fresh, Explanations.from_csv(fresh.to_csv()))):
+        record = RunRecord.build(cfg, [0, 1], ["tench", "goldfish"], scores, expl, None, {}, 4,
+                                 {})
+        out = tmp_path / f"run{i}"
+        out.mkdir()
+        WandbLogger(mode="offline").log_run(cfg, record, out)
+        (run_dir,) = (out / "wandb").glob("offline-run-*")
+        _finished_records(run_dir)
+        table = _logged_table(run_dir)
+        values.append(table["data"][0][table["columns"].index("invert_auc")])
+    assert values == [0.93, 0.93] and all(type(v) is float for v in values)
+
+
+def test_sweep_group_holds_the_date():
+    from cosy_bench.loggers import sweep_group
+
+    assert sweep_group("multirun/2025-01-31/12-00-00") == "2025-01-31_12-00-00"
+    assert sweep_group("multirun/2025-02-01/12-00-00") != sweep_group(
+        "multirun/2025-01-31/12-00-00")
+
+
+@pytest.mark.slow
+def test_wandb_sweep_logs_dated_groups_resolved_layers_quietly_and_a_summary_run(tmp_path):
+    """A one-job ``-m`` sweep with W&B offline and ``report.wandb=true``: the run's group is
+    the sweep's date and time, its config names the resolved layer (the model's default,
+    not null), W&B prints no banner, and a summary run with the leaderboard table joins the
+    same group; the sweep's report is written."""
+    sweep = tmp_path / "multirun" / "2025-01-31" / "12-00-00"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    env.update(WANDB_MODE="offline", HYDRA_FULL_ERROR="1",
+               **{v: str(tmp_path / "wandb_home" / v.lower()) for v in
+                  ("WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_DATA_DIR")})
+    cmd = [sys.executable, "-m", "cosy_bench", "-m", "explainer=random", "model=resnet18",
+           "debug=smoke", "logger=wandb", "report.wandb=true", f"hydra.sweep.dir={sweep}",
+           f"paths.cache_dir={tmp_path / 'cache'}"]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    banner = [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.startswith("wandb:")]
+    assert banner == []
+    assert (sweep / "report" / "index.html").exists()
+
+    (job,) = [p.parent for p in sweep.glob("*/summary.json")]
+    (run_dir,) = (job / "wandb").glob("offline-run-*")
+    records = _finished_records(run_dir)
+    (run,) = [r.run for r in records if r.WhichOneof("record_type") == "run"]
+    assert run.run_group == "2025-01-31_12-00-00"
+    config = {item.key: json.loads(item.value_json) for item in run.config.update}
+    assert config["layer"] == "avgpool" and config["cfg"]["layer"]["name"] is None
+    summary = _wandb_summary(run_dir)
+    assert summary["run/n_control"] == 16 and summary["run/images_generated"] == 6
+
+    (summary_dir,) = (sweep / "report" / "wandb").glob("offline-run-*")
+    records = _finished_records(summary_dir)
+    (run,) = [r.run for r in records if r.WhichOneof("record_type") == "run"]
+    assert run.run_group == "2025-01-31_12-00-00" and run.job_type == "report"
+    board = _wandb_summary(summary_dir)
+    assert board["leaderboard/_type"] == "table-file" and board["leaderboard/nrows"] == 1
 
 
 def test_auto_logger(monkeypatch):

@@ -95,7 +95,8 @@ def build_report(root: str | Path, out: str | Path | None = None, resamples: int
         body.append("<h2>Neurons</h2><p class=muted>Per run (click to open): each neuron's "
                     "explanation, scores (AUC with DeLong's 95% CI), up to 8 synthetic images "
                     "and its top-8 control images by activation.</p>")
-        body += [run_cards(r, runs.label(r), thumbs) for r in runs.records]
+        body += [run_cards(r, runs.label(r), thumbs, open_=i == 0)
+                 for i, r in enumerate(runs.records)]
     body += ["<h2>Runs</h2>", runs_section(runs, versions())]
 
     index = out / "index.html"

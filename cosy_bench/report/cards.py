@@ -33,14 +33,14 @@ class Thumbnails:
     def _write(self, key: str, load) -> str | None:
         if key in self.done:
             return self.done[key]
-        name = hashlib.sha1(key.encode()).hexdigest()[:16] + ".png"
+        name = hashlib.sha1(key.encode()).hexdigest()[:16] + ".jpg"
         image = load()
         rel = None
         if image is not None:
             image = image.convert("RGB")
             image.thumbnail((THUMB, THUMB), Image.BILINEAR)
             tmp = self.dir / f".{name}.tmp"
-            image.save(tmp, format="PNG")
+            image.save(tmp, format="JPEG", quality=85)
             tmp.replace(self.dir / name)
             rel = f"thumbs/{name}"
             self.written += 1
@@ -102,8 +102,8 @@ def card(record: RunRecord, row: dict, thumbs: Thumbnails, synthetic: dict[str, 
             "</div></div>")
 
 
-def run_cards(record: RunRecord, label: str, thumbs: Thumbnails) -> str:
-    """A run's cards, folded, in pages of :data:`PAGE` neurons."""
+def run_cards(record: RunRecord, label: str, thumbs: Thumbnails, open_: bool = False) -> str:
+    """A run's cards, folded (unfolded with ``open_``), in pages of :data:`PAGE` neurons."""
     synthetic: dict[str, list[dict]] = {}
     for it in record.images:
         synthetic.setdefault(str(it["concept"]), []).append(it)
@@ -125,4 +125,5 @@ def run_cards(record: RunRecord, label: str, thumbs: Thumbnails) -> str:
     title = (f"{escape(label)}: {escape(str(meta.get('model')))} / "
              f"{escape(str(meta.get('layer')))} / {escape(str(meta.get('explainer')))} "
              f"({len(record.rows)} neurons)")
-    return f'<details class="run"><summary>{title}</summary>{"".join(pages)}</details>'
+    return (f'<details class="run"{" open" if open_ else ""}><summary>{title}</summary>'
+            f'{"".join(pages)}</details>')

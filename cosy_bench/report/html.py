@@ -25,7 +25,7 @@ tr.group td{border-top:2px solid #999}
 .sig-pos{background:#d8f0d8}.sig-neg{background:#f6d6d6}
 figure{display:inline-block;margin:6px 12px 6px 0}figure img{max-width:100%;border:1px solid #eee}
 .cards{display:flex;flex-wrap:wrap;gap:8px;margin:8px 0}
-.card{border:1px solid #ddd;border-radius:4px;padding:6px;width:380px;font-size:12px}
+.card{border:1px solid #ddd;border-radius:4px;padding:6px;width:440px;font-size:12px}
 .card .head{font-size:13px;margin-bottom:2px}.card .gt{color:#666}
 .strip{display:flex;flex-wrap:wrap;align-items:center;gap:2px;margin-top:3px}
 .strip img{width:40px;height:40px;object-fit:cover;border:1px solid #eee}

@@ -83,19 +83,21 @@ def test_run_leaves_explanations_results_and_summary(first_run):
     assert expl[0]["explanation"] == "tench"
 
     rows = _read_csv(out / "results.csv")
-    assert list(rows[0]) == ["neuron", "explanation", "ground_truth", "auc", "mad"]
+    assert list(rows[0]) == ["neuron", "explanation", "ground_truth", "auc", "auc_ci_low",
+                             "auc_ci_high", "mad"]
     assert len(rows) == 3  # debug=smoke samples 3 neurons
     neurons = [int(r["neuron"]) for r in rows]
     assert neurons == sorted(neurons) and len(set(neurons)) == 3
     for r in rows:
         assert r["explanation"] == r["ground_truth"] == expl[int(r["neuron"])]["explanation"]
         assert 0.0 <= float(r["auc"]) <= 1.0
+        assert float(r["auc_ci_low"]) <= float(r["auc"]) <= float(r["auc_ci_high"])
         assert math.isfinite(float(r["mad"]))
 
     summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
     for scorer in ("auc", "mad"):
         stat = summary[scorer]
-        assert set(stat) == {"mean", "std", "n"}
+        assert set(stat) == {"mean", "std", "n", "ci_low", "ci_high"}
         values = np.array([float(r[scorer]) for r in rows])
         assert stat["n"] == 3
         assert stat["mean"] == pytest.approx(values.mean(), abs=1e-12)
@@ -146,7 +148,7 @@ def test_utest_scorer_adds_its_columns(first_run, compose, smoke, cache_dir, tmp
     cfg = compose(smoke(cache_dir, *GT_OUTPUT, "scorer=[auc,mad,utest]"))
     report = run(cfg, tmp_path)
     rows = _read_csv(tmp_path / "results.csv")
-    assert list(rows[0])[3:] == ["auc", "mad", "utest_u", "utest_p"]
+    assert list(rows[0])[3:] == ["auc", "auc_ci_low", "auc_ci_high", "mad", "utest_u", "utest_p"]
     # same seeded sample of neurons, same cached activations, same scores
     assert [int(r["neuron"]) for r in rows] == [r["neuron"] for r in report1.rows]
     for row, row1 in zip(rows, report1.rows, strict=True):

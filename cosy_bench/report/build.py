@@ -58,8 +58,10 @@ def build_report(root: str | Path, out: str | Path | None = None, resamples: int
 
     body = [f"<h1>CoSy report: {escape(str(root))}</h1>",
             f'<p class="muted">{len(runs.statuses)} run folders, {len(runs.records)} with '
-            f"scores; written {datetime.now(timezone.utc).isoformat(timespec='seconds')}. "
-            "AUC and MAD: mean ± std over neurons; intervals: 95%.</p>"]
+            f"scores (<a href=\"#runs\">runs, their configs and status</a>); written "
+            f"{datetime.now(timezone.utc).isoformat(timespec='seconds')} by "
+            + ", ".join(f"{escape(k)} {escape(str(v))}" for k, v in versions().items())
+            + ". AUC and MAD: mean ± std over neurons; intervals: 95%.</p>"]
     if runs.not_complete:
         body.append('<p class="bad">Not complete: ' + ", ".join(
             f"{escape(str(s.folder.name))} ({escape(s.status)})" for s in runs.not_complete)
@@ -97,7 +99,7 @@ def build_report(root: str | Path, out: str | Path | None = None, resamples: int
                     "and its top-8 control images by activation.</p>")
         body += [run_cards(r, runs.label(r), thumbs, open_=i == 0)
                  for i, r in enumerate(runs.records)]
-    body += ["<h2>Runs</h2>", runs_section(runs, versions())]
+    body += ['<h2 id="runs">Runs</h2>', runs_section(runs, versions())]
 
     index = out / "index.html"
     write_text_atomic(index, page(f"CoSy report: {root}", "".join(body)))

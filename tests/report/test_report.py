@@ -100,6 +100,9 @@ def test_every_link_resolves_inside_the_report(report):
     for target in parser.targets:
         url = urlparse(target)
         assert not url.scheme and not url.netloc, f"{target} leaves the folder"
+        if not url.path:  # a link within the page
+            assert f'id="{url.fragment}"' in report.read_text(), target
+            continue
         path = (out / unquote(url.path)).resolve()
         assert path.is_relative_to(out.resolve()), f"{target} leaves the folder"
         assert path.is_file(), f"{target} does not exist"

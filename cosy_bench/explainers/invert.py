@@ -48,12 +48,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from cosy_bench.explainers.auroc import LabelProducts, auc_from_ranksum, check_inputs, midranks
 from cosy_bench.explainers.base import Explainer, Explanations
-from cosy_bench.explainers.formulas import (
-    OPS,
-    best_distinct,
-    coverage_ok,
-    format_formula,
-)
+from cosy_bench.explainers.formulas import OPS, beam_search, coverage_ok, format_formula
 
 __all__ = ["InvertExplainer", "invert"]
 
@@ -72,100 +67,18 @@ def _search_chunk(
     hi: float,
     sign: float,
 ) -> dict[str, torch.Tensor]:
-    """Beam search for a chunk of neurons.
-
-    Args:
-        acts: float ``[c, N]`` activations of ``c`` neurons.
-        lab: the label operand (``Y [N, C]``); ``labels_t``: bool ``[C, N]`` (``Y.T``).
-        weights: float64 ``[N]`` integer fingerprint weights.
-        length, beam, lo, hi: search settings; ``sign``: +1 (positive) / -1 (negative mode).
-
-    Returns:
-        dict of tensors for the final beam of each neuron, best first (``B' = min(beam,
-        2C)`` slots): ``auc`` ``[c, B']`` (NaN in unused slots), ``size`` ``[c, B']``,
-        ``valid`` ``[c, B']``, ``lits`` / ``ops`` ``[c, B', length]`` (literal ``l`` =
-        concept ``l % C``, negated if ``l >= C``; op 0 AND, 1 OR, -1 none), ``len``
-        ``[c, B']``, ``tie`` ``[c]`` (tie term of the ranks).
-    """
-    c_neur, n = acts.shape
-    n_con = lab.c
+    """INVERT's beam search (:func:`~cosy_bench.explainers.formulas.beam_search` with the
+    neurons' mid-ranks as sample values and AUROC from the rank sum as the metric) for a
+    chunk of neurons ``acts`` ``[c, N]``; returns its beam with the AUROC as ``auc`` and the
+    rank tie term ``tie`` ``[c]``."""
+    n = acts.shape[1]
     ranks, tie = midranks(acts)
-    u = lab.rmatmul(ranks)  # [c, C] rank sums of the concepts
-    cnt, fp_con = lab.counts, lab.rmatmul(weights[None])[0]  # [C], [C]
-    r_tot, w_tot = n * (n + 1) / 2.0, float(weights.sum())
-
-    # length-1 candidates: C concepts, then C negations
-    size = torch.cat([cnt, n - cnt]).expand(c_neur, -1)
-    auc = auc_from_ranksum(torch.cat([u, r_tot - u], dim=1), size, n)  # [c, 2C]
-    fp = torch.cat([fp_con, w_tot - fp_con]).expand(c_neur, -1)
-    ok = coverage_ok(size, n, lo, hi)
-    score = torch.where(ok, sign * auc, -math.inf)
-    idx, valid = best_distinct(score, size, fp, beam)
-    b_auc, b_size, b_fp = auc.gather(1, idx), size.gather(1, idx), fp.gather(1, idx)
-    b_score = torch.where(valid, score.gather(1, idx), -math.inf)
-    nb = idx.shape[1]
-    lits = torch.full((c_neur, nb, length), -1, dtype=torch.long)
-    ops = torch.full((c_neur, nb, length), -1, dtype=torch.long)
-    lits[:, :, 0] = idx
-    blen = torch.ones(c_neur, nb, dtype=torch.long)
-    if length > 1:  # [c, B, N] indicators of the beam formulas
-        ind = labels_t[idx % n_con] ^ (idx >= n_con)[:, :, None]
-
-    for _ in range(1, length):
-        bf = ind.to(torch.float64)
-        rows = torch.stack([ranks[:, None, :] * bf, bf, weights * bf], dim=1)  # [c, 3, B, N]
-        prod = lab.rmatmul(rows.reshape(-1, n)).view(c_neur, 3, nb, n_con)
-        t, m, h = prod[:, 0], prod[:, 1], prod[:, 2]  # [c, B, C]
-        sb = (ranks[:, None, :] * bf).sum(-1)[..., None]  # [c, B, 1]
-        uu = u[:, None, :]
-        # candidate kinds: b AND y, b AND NOT y, b OR y, b OR NOT y
-        s_c = torch.stack([t, sb - t, sb + uu - t, r_tot - uu + t], dim=2)  # [c, B, 4, C]
-        z_b = b_size[..., None, None]
-        z_c = torch.stack([m, z_b[..., 0] - m, z_b[..., 0] + cnt - m, n - cnt + m], dim=2)
-        h_b = b_fp[..., None]
-        f_c = torch.stack([h, h_b - h, h_b + fp_con - h, w_tot - fp_con + h], dim=2)
-        a_c = auc_from_ranksum(s_c, z_c, n)
-        ok = coverage_ok(z_c, n, lo, hi) & (z_c != z_b) & valid[..., None, None]
-        sc_c = torch.where(ok, sign * a_c, -math.inf)
-        all_score = torch.cat([b_score, sc_c.reshape(c_neur, -1)], dim=1)
-        all_size = torch.cat([b_size, z_c.reshape(c_neur, -1)], dim=1)
-        all_fp = torch.cat([b_fp, f_c.reshape(c_neur, -1)], dim=1)
-        all_auc = torch.cat([b_auc, a_c.reshape(c_neur, -1)], dim=1)
-        sel, valid = best_distinct(all_score, all_size, all_fp, nb)
-
-        new = sel >= nb  # a new formula (else a kept beam formula)
-        j = (sel - nb).clamp_min(0)
-        parent = torch.where(new, j // (4 * n_con), sel)
-        kind = (j // n_con) % 4
-        con = j % n_con
-        is_and, neg = kind < 2, kind % 2 == 1
-        # formula bookkeeping
-        lits = lits.gather(1, parent[..., None].expand(-1, -1, length)).clone()
-        ops = ops.gather(1, parent[..., None].expand(-1, -1, length)).clone()
-        plen = blen.gather(1, parent)
-        pos = plen.clamp_max(length - 1)[..., None]
-        lit_new = torch.where(new, con + n_con * neg, lits.gather(2, pos)[..., 0])
-        op_new = torch.where(new, (~is_and).long(), ops.gather(2, pos)[..., 0])
-        lits.scatter_(2, pos, lit_new[..., None])
-        ops.scatter_(2, pos, op_new[..., None])
-        blen = plen + new.long()
-        # indicators of the new beam
-        pind = ind.gather(1, parent[..., None].expand(-1, -1, n))
-        lit_ind = labels_t[con] ^ neg[..., None]
-        combined = torch.where(is_and[..., None], pind & lit_ind, pind | lit_ind)
-        ind = torch.where(new[..., None], combined, pind)
-        b_score = torch.where(valid, all_score.gather(1, sel), -math.inf)
-        b_size, b_fp, b_auc = (x.gather(1, sel) for x in (all_size, all_fp, all_auc))
-
-    return {
-        "auc": torch.where(valid, b_auc, math.nan),
-        "size": b_size,
-        "valid": valid,
-        "lits": lits,
-        "ops": ops,
-        "len": blen,
-        "tie": tie,
-    }
+    res = beam_search(ranks, lab, labels_t, weights, length, beam,
+                      metric=lambda s, z, _: auc_from_ranksum(s, z, n),
+                      allowed=lambda z: coverage_ok(z, n, lo, hi), sign=sign)
+    res["auc"] = res.pop("value")
+    res["tie"] = tie
+    return res
 
 
 def _mwu_pvalue(auc: torch.Tensor, n1: torch.Tensor, n: int, tie: torch.Tensor) -> torch.Tensor:

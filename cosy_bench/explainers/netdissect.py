@@ -1,0 +1,286 @@
+"""Network Dissection (Bau et al., CVPR 2017), as in the authors' NetDissect-Lite.
+
+For every unit ``k`` of a layer and concept ``c`` of a densely labelled probe set:
+
+* the unit's threshold ``T_k`` is its activation at the top ``quantile`` (0.005) over all
+  positions of its maps on the probe set: MILAN's bounded quantile estimator
+  (:meth:`RunContext.exemplars <cosy_bench.context.RunContext.exemplars>` with quantile
+  ``1 - 0.005``), exact when ``quantile_samples >= N * h * w``;
+* the unit's map on image ``x`` is upsampled bilinearly (``align_corners=False``, equal to
+  the authors' PIL resize for upsampling) to the mask resolution and thresholded:
+  ``M_k(x) = up(A_k(x)) > T_k``;
+* ``IoU_{k,c} = sum_x |M_k(x) & L_c(x)| / sum_x |M_k(x) | L_c(x)|`` over the probe set, where
+  an image-level label (a scene, a texture) is a whole-image mask. As in the authors' tally,
+  the unit's pixels enter the union of concept ``c`` only on images annotated in ``c``'s
+  category (an image is annotated in a category when it carries a label of it; a probe set
+  whose images are annotated in every category, as the toy world's, says so with
+  ``fully_annotated = True``); ``0 / 0`` counts as 0 (the authors add ``1e-10``);
+* the label is ``argmax_c IoU`` (``netdissect_iou`` and ``netdissect_category`` are kept).
+
+Vectorised: a batch's masks are a sparse ``[C, B * P]`` matrix (pixel labels) and a dense
+``[B, C]`` one (image-level labels); intersections are sparse x dense products with the
+units' masks ``[B * P, K]``, so memory is one batch of masks whatever the probe size.
+
+Probe protocol: ``concepts`` (C names), optional ``categories`` (C category names), and per
+image either ``segmentation(i, size) -> (pixels long [2, L] of (concept, flat pixel),
+image_labels long [J])`` (the Broden loader) or ``masks(i) -> bool [C, H, W]`` (the toy
+world).
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import DataLoader
+
+from cosy_bench.distributed.ranks import gather_objects
+from cosy_bench.distributed.session import require_session
+from cosy_bench.distributed.shards import ShardSampler
+from cosy_bench.explainers.base import Explainer, Explanations
+from cosy_bench.loops.activations import _collate, _Transformed
+
+log = logging.getLogger("cosy_bench")
+
+__all__ = ["DissectionPass", "NetDissectExplainer", "Segmentation", "Tally", "dissect",
+           "probe_categories", "segmentation", "unit_masks"]
+
+
+# ----------------------------------------------------------------------------- masks
+
+
+@dataclass
+class Segmentation:
+    """The labels of one probe image at the mask resolution ``P = H * W``: ``pixels`` long
+    ``[2, L]`` (concept, flat pixel) pairs and ``image_labels`` long ``[J]``."""
+
+    pixels: torch.Tensor
+    image_labels: torch.Tensor
+
+
+def segmentation(probe, i: int, size: tuple[int, int]) -> Segmentation:
+    """Image ``i``'s labels at mask size ``size = (H, W)`` (nearest-neighbour resizing)."""
+    if hasattr(probe, "segmentation"):
+        pixels, image_labels = probe.segmentation(i, size)
+        return Segmentation(pixels.long(), image_labels.long())
+    if not hasattr(probe, "masks"):
+        raise ValueError(f"probe set {getattr(probe, 'name', probe)!r} has no concept masks: "
+                         "NetDissect and CompExp need a densely labelled probe set "
+                         "(probe=toyworld or probe=broden)")
+    masks = torch.as_tensor(probe.masks(i))
+    if tuple(masks.shape[-2:]) != tuple(size):
+        masks = F.interpolate(masks[None].float(), size=size, mode="nearest")[0] > 0.5
+    c, flat = masks.flatten(1).nonzero(as_tuple=True)
+    return Segmentation(torch.stack([c, flat]), torch.empty(0, dtype=torch.long))
+
+
+def mask_size(probe, size) -> tuple[int, int]:
+    """``size`` (an int or a pair), else the probe's own mask resolution."""
+    if size is not None:
+        return (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
+    if hasattr(probe, "mask_size"):
+        return tuple(probe.mask_size)
+    if hasattr(probe, "masks"):
+        return tuple(torch.as_tensor(probe.masks(0)).shape[-2:])
+    raise ValueError("set explainer.mask_size: the probe set does not say its mask resolution")
+
+
+def probe_categories(probe) -> tuple[list[str], torch.Tensor]:
+    """The category names ``[G]`` and the concept-category one-hot ``labelcat`` float64
+    ``[C, G]``: the probe's ``categories``, else the toy world's concept families, else one
+    category for all concepts."""
+    cats = getattr(probe, "categories", None)
+    if cats is None:
+        from cosy_bench.toyworld.vocab import FAMILY_OF
+
+        cats = ([FAMILY_OF[c] for c in probe.concepts] if all(c in FAMILY_OF for c in
+                probe.concepts) else ["concept"] * len(probe.concepts))
+    names = list(dict.fromkeys(cats))
+    onehot = torch.zeros(len(cats), len(names), dtype=torch.float64)
+    onehot[torch.arange(len(cats)), torch.tensor([names.index(c) for c in cats])] = 1.0
+    return names, onehot
+
+
+def unit_masks(maps: torch.Tensor, thresholds: torch.Tensor, size: tuple[int, int]
+               ) -> torch.Tensor:
+    """bool ``[B, K, H * W]``: maps ``[B, K, h, w]`` upsampled (bilinear,
+    ``align_corners=False``) to ``size`` and compared ``> thresholds [K]``."""
+    up = F.interpolate(maps.float(), size=size, mode="bilinear", align_corners=False)
+    return (up > thresholds.to(up)[None, :, None, None]).flatten(2)
+
+
+# ----------------------------------------------------------------------------- tally
+
+
+@dataclass
+class Tally:
+    """NetDissect's counts over a probe set (float64): ``both [K, C]`` intersections,
+    ``units [K]`` unit pixels, ``units_cat [K, G]`` unit pixels on images annotated in each
+    category, ``labels [C]`` concept pixels."""
+
+    both: torch.Tensor
+    units: torch.Tensor
+    units_cat: torch.Tensor
+    labels: torch.Tensor
+
+    @classmethod
+    def zeros(cls, k: int, c: int, g: int) -> Tally:
+        z = torch.zeros
+        return cls(z(k, c, dtype=torch.float64), z(k, dtype=torch.float64),
+                   z(k, g, dtype=torch.float64), z(c, dtype=torch.float64))
+
+    def add(self, masks: torch.Tensor, segs: list[Segmentation], labelcat: torch.Tensor,
+            fully_annotated: bool = False) -> None:
+        """Count a batch: unit masks bool ``[B, K, P]``, one :class:`Segmentation` per image,
+        ``labelcat`` ``[C, G]``."""
+        b, k, p = masks.shape
+        c = self.labels.shape[0]
+        rows, cols, img = [], [], torch.zeros(b, c, dtype=torch.float64)
+        for j, seg in enumerate(segs):
+            rows.append(seg.pixels[0])
+            cols.append(seg.pixels[1] + j * p)
+            img[j, seg.image_labels] = 1.0
+        rows_t, cols_t = torch.cat(rows), torch.cat(cols)
+        a = masks.transpose(1, 2).reshape(b * p, k).to(torch.float32)  # [B * P, K]
+        hits = masks.sum(-1, dtype=torch.float64)  # [B, K]
+        if rows_t.numel():
+            coo = torch.sparse_coo_tensor(torch.stack([rows_t, cols_t]),
+                                          torch.ones(rows_t.numel()), (c, b * p),
+                                          check_invariants=False).coalesce()
+            idx = coo.indices()
+            coo = torch.sparse_coo_tensor(idx, torch.ones_like(coo.values()), (c, b * p),
+                                          check_invariants=False,
+                                          is_coalesced=True)  # twice on a pixel counts once
+            with warnings.catch_warnings():  # "sparse CSR support is in beta"
+                warnings.simplefilter("ignore", UserWarning)
+                ycsr = coo.to_sparse_csr()
+            self.both += (ycsr @ a).T.double()
+            self.labels += torch.bincount(idx[0], minlength=c).double()
+        self.both += hits.T @ img
+        self.labels += img.sum(0) * p
+        self.units += hits.sum(0)
+        if fully_annotated:
+            annotated = torch.ones(b, labelcat.shape[1], dtype=torch.float64)
+        else:  # an image is annotated in a category when it has a label of it
+            present = img.clone()
+            if rows_t.numel():
+                present.index_put_((torch.div(cols_t, p, rounding_mode="floor"), rows_t),
+                                   torch.ones(rows_t.numel(), dtype=torch.float64))
+            annotated = ((present > 0).double() @ labelcat > 0).double()  # [B, G]
+        self.units_cat += hits.T @ annotated
+
+    def merge(self, other: Tally) -> Tally:
+        return Tally(self.both + other.both, self.units + other.units,
+                     self.units_cat + other.units_cat, self.labels + other.labels)
+
+    def iou(self, labelcat: torch.Tensor) -> torch.Tensor:
+        """float64 ``[K, C]``: ``both / (units_cat[:, cat(c)] + labels - both)``, 0 for 0/0."""
+        union = self.units_cat @ labelcat.T + self.labels[None] - self.both
+        return torch.where(union > 0, self.both / union.clamp_min(1e-300), 0.0)
+
+
+# ----------------------------------------------------------------------------- the pass
+
+
+class DissectionPass(L.LightningModule):
+    """Predict loop over the probe set: the units' masks of every batch are tallied; with
+    ``keep`` they are also kept (for CompExp's formula search)."""
+
+    def __init__(self, extractor, probe, thresholds: torch.Tensor, size: tuple[int, int],
+                 labelcat: torch.Tensor, keep: bool = False):
+        super().__init__()
+        self.extractor, self.probe, self.size = extractor, probe, size
+        self.thresholds, self.labelcat, self.keep = thresholds, labelcat, keep
+        self.fully = bool(getattr(probe, "fully_annotated", hasattr(probe, "masks")))
+        self.tally: Tally | None = None
+        self.kept: list[tuple[torch.Tensor, torch.Tensor, list[Segmentation]]] = []
+
+    def predict_step(self, batch, batch_idx):
+        images, index = batch
+        if images.numel() == 0:
+            return 0
+        maps = self.extractor(images).float()
+        masks = unit_masks(maps, self.thresholds.to(maps.device), self.size).cpu()
+        segs = [segmentation(self.probe, int(i), self.size) for i in index.tolist()]
+        if self.tally is None:
+            self.tally = Tally.zeros(masks.shape[1], len(self.probe.concepts),
+                                     self.labelcat.shape[1])
+        self.tally.add(masks, segs, self.labelcat, self.fully)
+        if self.keep:
+            self.kept.append((index.cpu(), masks, segs))
+        return len(index)
+
+
+def dissect(extractor, probe, transform, trainer, thresholds: torch.Tensor,
+            size: tuple[int, int], keep: bool = False, batch_size: int = 64,
+            num_workers: int = 0):
+    """Run the dissection pass over ``probe``; returns ``(tally, labelcat, kept)`` with
+    ``kept`` (when ``keep``) the ``(index [B], masks [B, K, P], segmentations)`` of every
+    batch of every rank, sorted by dataset index; the same on every rank."""
+    require_session(trainer)
+    _, labelcat = probe_categories(probe)
+    data = _Transformed(probe, transform)
+    loader = DataLoader(data, batch_size=batch_size, sampler=ShardSampler(data),
+                        num_workers=num_workers, collate_fn=_collate)
+    module = DissectionPass(extractor, probe, thresholds, size, labelcat, keep)
+    trainer.predict(module, dataloaders=loader, return_predictions=False)
+    parts = gather_objects((module.tally, module.kept))
+    tallies = [t for t, _ in parts if t is not None]
+    if not tallies:
+        raise ValueError("no image of the probe set could be read")
+    tally = tallies[0]
+    for t in tallies[1:]:
+        tally = tally.merge(t)
+    kept = sorted((b for _, k in parts for b in k), key=lambda b: int(b[0][0]))
+    return tally, labelcat, kept
+
+
+def thresholds_of(ctx, probe, quantile: float, quantile_samples: int, seed: int):
+    """Each unit's activation at the top ``quantile`` of its map positions (MILAN's pass)."""
+    return ctx.exemplars(probe, k=1, quantile=1.0 - quantile,
+                         quantile_samples=quantile_samples, seed=seed).levels
+
+
+class NetDissectExplainer(Explainer):
+    """``explainer=netdissect``: label each unit with the probe concept of highest IoU."""
+
+    name = "netdissect"
+
+    def __init__(self, probe, quantile: float = 0.005, quantile_samples: int = 65536,
+                 mask_size=None, seed: int = 0):
+        self.probe, self.quantile = probe, float(quantile)
+        self.quantile_samples, self.seed = int(quantile_samples), int(seed)
+        self.mask_size = (mask_size if mask_size is None or isinstance(mask_size, int)
+                          else [int(v) for v in mask_size])
+
+    def cache_key(self) -> dict:
+        key = super().cache_key()
+        if isinstance(self.probe, DictConfig):
+            key["probe"] = OmegaConf.to_container(self.probe, resolve=True)
+        return key
+
+    def explain(self, ctx) -> Explanations:
+        probe = instantiate(self.probe)
+        size = mask_size(probe, self.mask_size)
+        thr = thresholds_of(ctx, probe, self.quantile, self.quantile_samples, self.seed)
+        log.info("NetDissect: tallying %d units against %d concepts on %d probe images at "
+                 "%dx%d", thr.numel(), len(probe.concepts), len(probe), *size)
+        tally, labelcat, _ = dissect(ctx.model.spatial_extractor(ctx.layer.name), probe,
+                                     ctx.model.transform, ctx.trainer(), thr, size,
+                                     batch_size=ctx.cfg.batch_size,
+                                     num_workers=ctx.cfg.num_workers)
+        iou = tally.iou(labelcat)
+        best, arg = iou.max(dim=1)
+        names, _ = probe_categories(probe)
+        cat_of = labelcat.argmax(dim=1).tolist()
+        texts = {k: probe.concepts[c] for k, c in enumerate(arg.tolist())}
+        extra = {"netdissect_iou": {k: f"{v:.4f}" for k, v in enumerate(best.tolist())},
+                 "netdissect_category": {k: names[cat_of[c]] for k, c in
+                                         enumerate(arg.tolist())}}
+        return Explanations(texts, extra)

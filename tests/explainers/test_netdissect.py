@@ -1,0 +1,137 @@
+"""NetDissect: threshold and IoU against an independent per-unit numpy computation (PIL
+resizing as in the authors' NetDissect-Lite), and the toy world's concept units."""
+
+from __future__ import annotations
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from cosy_bench.explainers.netdissect import Tally, dissect, probe_categories, unit_masks
+from cosy_bench.loops.exemplars import collect_exemplars
+
+N, K, SIDE, MASK = 7, 5, 16, 12  # images, units, image side, mask side
+CONCEPTS = ["a0", "a1", "b0", "b1", "b2", "scene0", "scene1"]
+CATEGORIES = ["A", "A", "B", "B", "B", "scene", "scene"]
+IMAGE_LEVEL = [False] * 5 + [True, True]
+
+
+class RandomSegmentedProbe(torch.utils.data.Dataset):
+    """Seeded random images with Broden-style labels: pixel masks of five concepts (some
+    images leave category B unannotated) and two image-level scene labels."""
+
+    mask_size = (MASK, MASK)
+
+    def __init__(self, seed: int = 0):
+        rng = np.random.default_rng(seed)
+        self.images = rng.integers(0, 256, (N, SIDE, SIDE, 3), dtype=np.uint8)
+        self.pixels = rng.random((N, 5, MASK, MASK)) < 0.3
+        self.pixels[rng.random(N) < 0.4, 2:5] = False  # category B not annotated there
+        self.scenes = rng.random((N, 2)) < 0.5
+        self.concepts, self.categories = CONCEPTS, CATEGORIES
+        self.name = f"random-segmented-{seed}"
+
+    def __len__(self) -> int:
+        return N
+
+    def __getitem__(self, i: int):
+        return Image.fromarray(self.images[i], "RGB")
+
+    def segmentation(self, i: int, size):
+        assert tuple(size) == (MASK, MASK)
+        c, flat = torch.from_numpy(self.pixels[i]).flatten(1).nonzero(as_tuple=True)
+        return torch.stack([c, flat]), torch.from_numpy(np.flatnonzero(self.scenes[i]) + 5)
+
+
+def to_tensor(image: Image.Image) -> torch.Tensor:
+    return torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1).float() / 255
+
+
+def extractor() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Conv2d(3, K, 4, stride=4).eval().requires_grad_(False)  # maps [B, K, 4, 4]
+
+
+def trainer() -> L.Trainer:
+    return L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
+                     enable_model_summary=False)
+
+
+def numpy_dissection(maps: np.ndarray, probe: RandomSegmentedProbe, quantile: float):
+    """Per unit, per image, as NetDissect-Lite's tally: PIL bilinear resize, threshold,
+    counts; category-wise unit counts on images annotated in the category."""
+    thr = np.quantile(maps.transpose(1, 0, 2, 3).reshape(K, -1), 1 - quantile, axis=1)
+    cat_names = sorted(set(CATEGORIES))
+    iou = np.zeros((K, len(CONCEPTS)))
+    for k in range(K):
+        both, labels = np.zeros(len(CONCEPTS)), np.zeros(len(CONCEPTS))
+        units_cat = dict.fromkeys(cat_names, 0.0)
+        for i in range(N):
+            up = np.asarray(Image.fromarray(maps[i, k].astype(np.float32), mode="F")
+                            .resize((MASK, MASK), Image.BILINEAR))
+            hit = up > thr[k]
+            full = np.concatenate([probe.pixels[i], np.broadcast_to(
+                probe.scenes[i][:, None, None], (2, MASK, MASK))])
+            both += (full & hit).sum(axis=(1, 2))
+            labels += full.sum(axis=(1, 2))
+            for g in cat_names:
+                if any(full[c].any() for c in range(len(CONCEPTS)) if CATEGORIES[c] == g):
+                    units_cat[g] += hit.sum()
+        for c in range(len(CONCEPTS)):
+            union = units_cat[CATEGORIES[c]] + labels[c] - both[c]
+            iou[k, c] = both[c] / union if union else 0.0
+    return thr, iou
+
+
+def test_threshold_and_iou_equal_a_per_unit_numpy_computation():
+    probe, ext = RandomSegmentedProbe(), extractor()
+    with torch.no_grad():
+        maps = ext(torch.stack([to_tensor(probe[i]) for i in range(N)]))
+    ref_thr, ref_iou = numpy_dissection(maps.numpy(), probe, 0.005)
+    # the shared estimator (MILAN's exemplar pass) is exact with every position sampled
+    levels = collect_exemplars(ext, probe, to_tensor, trainer(), k=1, quantile=0.995,
+                               quantile_samples=10**6).levels
+    np.testing.assert_allclose(levels.numpy(), ref_thr, rtol=0, atol=1e-6)
+    tally, labelcat, _ = dissect(ext, probe, to_tensor, trainer(), levels, (MASK, MASK),
+                                 batch_size=3)
+    iou = tally.iou(labelcat)
+    np.testing.assert_allclose(iou.numpy(), ref_iou, rtol=0, atol=1e-6)
+    assert (ref_iou > 0).sum() > K  # not a vacuous comparison
+    # the batch size does not matter
+    again, _, _ = dissect(ext, probe, to_tensor, trainer(), levels, (MASK, MASK), batch_size=7)
+    torch.testing.assert_close(again.iou(labelcat), iou)
+
+
+def test_unit_masks_upsample_like_pil():
+    rng = np.random.default_rng(3)
+    maps = rng.normal(size=(2, 3, 5, 5)).astype(np.float32)
+    got = unit_masks(torch.from_numpy(maps), torch.zeros(3), (15, 15)).view(2, 3, 15, 15)
+    for i in range(2):
+        for k in range(3):
+            up = np.asarray(Image.fromarray(maps[i, k], mode="F").resize((15, 15),
+                                                                          Image.BILINEAR))
+            np.testing.assert_array_equal(got[i, k].numpy(), up > 0)
+
+
+def test_a_label_twice_on_a_pixel_counts_once_and_categories_are_one_hot():
+    from cosy_bench.explainers.netdissect import Segmentation
+
+    tally = Tally.zeros(1, 2, 1)
+    masks = torch.tensor([[[True, False, True, False]]])  # [B=1, K=1, P=4]
+    seg = Segmentation(torch.tensor([[0, 0, 1], [0, 0, 3]]), torch.empty(0, dtype=torch.long))
+    tally.add(masks, [seg], torch.ones(2, 1, dtype=torch.float64), fully_annotated=True)
+    assert tally.both.tolist() == [[1.0, 0.0]]
+    assert tally.labels.tolist() == [1.0, 1.0]
+    assert tally.iou(torch.ones(2, 1, dtype=torch.float64)).tolist() == [[0.5, 0.0]]
+    names, onehot = probe_categories(RandomSegmentedProbe())
+    assert names == ["A", "B", "scene"] and onehot.sum(1).tolist() == [1.0] * 7
+
+
+def test_a_probe_without_masks_is_refused_with_the_fix():
+    from cosy_bench.explainers.netdissect import segmentation
+
+    with pytest.raises(ValueError, match="probe=toyworld or probe=broden"):
+        segmentation(object(), 0, (4, 4))

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
@@ -32,6 +33,7 @@ from cosy_bench.models.layers import LayerExtractor
 from cosy_bench.prompts import make_prompt
 from cosy_bench.record import RunRecord
 from cosy_bench.scorers import score_all
+from cosy_bench.scorers.label_similarity import TEXT_SCORERS, label_similarity
 
 log = logging.getLogger("cosy_bench")
 
@@ -133,6 +135,32 @@ def check_finite(name: str, acts: torch.Tensor, neurons: list[int]) -> None:
                          f"{[neurons[i] for i in bad[:10]]}")
 
 
+def text_scores(cfg: DictConfig, texts: list[str], truths: list[str] | None
+                ) -> dict[str, torch.Tensor]:
+    """CLIP-Dissect's label similarity (``scorer=label_similarity``: accuracy, clip_cos,
+    mpnet_cos) of the explanations against the known concepts; skipped with a note where the
+    layer has none, and mpnet_cos where its weights cannot be had."""
+    if "label_similarity" not in cfg.scorer:
+        return {}
+    if truths is None:
+        log.info("label_similarity: skipped, layer %s of %s has no ground truth",
+                 cfg.layer.name, cfg.model.name)
+        return {}
+    from cosy_bench.models.clip import encode_texts
+
+    spec, encoders = cfg.scorer.label_similarity, {}
+    if spec.get("clip") is not None:
+        clip_model, _, tokenizer = instantiate(spec.clip)
+        encoders["clip"] = lambda t: encode_texts(clip_model, tokenizer, t)
+    if spec.get("mpnet") is not None:
+        try:
+            encoders["mpnet"] = instantiate(spec.mpnet)
+        except (OSError, InstantiationException) as err:  # no weights, no network
+            cause = err.__cause__ or err
+            log.warning("label_similarity: mpnet_cos skipped (%s)", str(cause).splitlines()[0])
+    return label_similarity(texts, truths, encoders)
+
+
 def run(cfg: DictConfig, output_dir: str | Path):
     """Run one configuration end to end; writes and returns its :class:`~cosy_bench.record.RunRecord`."""
     output_dir = Path(output_dir)
@@ -171,9 +199,12 @@ def run(cfg: DictConfig, output_dir: str | Path):
     concept = torch.stack([per_concept[t][:, k] for t, k in zip(texts, neurons, strict=True)],
                           dim=1)
     check_finite("synthetic", concept, neurons)
-    scores = score_all(list(cfg.scorer), control, concept)
+    numeric = [name for name in cfg.scorer if name not in TEXT_SCORERS]
+    scores = score_all(numeric, control, concept) if numeric else {}
 
     truth = model.ground_truth(layer)
+    scores.update(text_scores(cfg, texts, None if truth is None else
+                              [truth[k] for k in neurons]))
     record = RunRecord.build(cfg, neurons, texts, scores, explanations, truth, ctx.stats,
                              n_control=control.shape[0], items=items, control=control,
                              concept=concept, control_index=control_index, dataset=control_ds)

@@ -36,6 +36,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from cosy_bench.scorers.neuron_eval import NEURON_EVAL
+
 _MAX_LISTED = 10  # neuron indices named in an error message before eliding the rest
 
 
@@ -307,6 +309,7 @@ SCORE_COLUMNS: dict[str, tuple[str, ...]] = {
     "utest": ("utest_u", "utest_p"),
     "utest_p": ("utest_p",),
 }
+SCORERS.update(NEURON_EVAL); SCORE_COLUMNS.update({n: (n,) for n in NEURON_EVAL})  # noqa: E702
 
 
 def score_all(names: Iterable[str], control: Tensor, concept: Tensor) -> dict[str, Tensor]:
@@ -348,6 +351,8 @@ def score_all(names: Iterable[str], control: Tensor, concept: Tensor) -> dict[st
         elif name == "utest":
             columns["utest_u"] = u
             columns["utest_p"] = p
-        else:  # "utest_p"
+        elif name == "utest_p":
             columns["utest_p"] = p
+        else:  # the other registered scorers (NeuronEval's metrics)
+            columns[name] = SCORERS[name](control, concept)
     return columns

@@ -97,3 +97,20 @@ def test_shape_errors_name_the_inputs():
     with pytest.raises(ValueError, match="unit masks"):
         compexp(torch.zeros(3, 2, dtype=torch.bool), torch.zeros(4, 2, dtype=torch.bool),
                 ["a", "b"])
+
+
+@pytest.fixture(scope="module")
+def toy_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("compexp")
+
+
+def test_compexp_names_the_toy_worlds_concept_units_with_short_formulas(compose, toy_cache,
+                                                                         tmp_path):
+    from cosy_bench.pipeline import run
+
+    report = run(compose([f"paths.cache_dir={toy_cache}", "logger=none", "n_images=5",
+                          "layer=concepts", "explainer=compexp"]), tmp_path)
+    assert report.summary["ground_truth_match"] >= 0.9
+    assert all(len(r["explanation"].split(" AND ")) + r["explanation"].count(" OR ") <= 3
+               for r in report.rows)
+    assert all(float(r["compexp_iou"]) > 0 for r in report.rows)

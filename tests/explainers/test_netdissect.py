@@ -135,3 +135,19 @@ def test_a_probe_without_masks_is_refused_with_the_fix():
 
     with pytest.raises(ValueError, match="probe=toyworld or probe=broden"):
         segmentation(object(), 0, (4, 4))
+
+
+@pytest.fixture(scope="module")
+def toy_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("netdissect")
+
+
+def test_netdissect_names_the_toy_worlds_concept_units(compose, toy_cache, tmp_path):
+    from cosy_bench.pipeline import run
+
+    report = run(compose([f"paths.cache_dir={toy_cache}", "logger=none", "n_images=5",
+                          "layer=concepts", "explainer=netdissect"]), tmp_path)
+    assert report.summary["ground_truth_match"] >= 0.9
+    assert report.summary["auc"]["mean"] >= 0.9
+    row = report.rows[0]
+    assert float(row["netdissect_iou"]) > 0.04 and row["netdissect_category"] == "colour"

@@ -1,4 +1,5 @@
-"""Benchmark the vectorised INVERT and CLIP-Dissect cores against per-neuron baselines.
+"""Benchmark the vectorised INVERT, CLIP-Dissect, NetDissect and CompExp cores against
+per-neuron baselines (NetDissect and CompExp: :mod:`cosy_bench.bench.dissection`).
 
 ``python -m cosy_bench.bench explainers [--invert-samples 50000 --invert-concepts 1000
 --invert-neurons 512 --length 1 --clip-images 20000 --clip-concepts 20000 --clip-neurons 512]``
@@ -33,6 +34,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
+from cosy_bench.bench import dissection
 from cosy_bench.explainers.auroc import auroc_matrix
 from cosy_bench.explainers.clip_dissect.similarities import image_text_similarity, soft_wpmi
 from cosy_bench.explainers.invert import invert
@@ -228,6 +230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--skip-invert", action="store_true")
     ap.add_argument("--skip-clip", action="store_true")
     ap.add_argument("--seed", type=int, default=0)
+    dissection.add_arguments(ap)  # NetDissect and CompExp rows (cosy_bench/bench/dissection.py)
     args = ap.parse_args(list(argv) if argv is not None else None)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -237,4 +240,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         ok &= bench_invert(args)
     if not args.skip_clip:
         ok &= bench_clip(args)
+    if not args.skip_netdissect:
+        ok &= dissection.bench_netdissect(args)
+    if not args.skip_compexp:
+        ok &= dissection.bench_compexp(args)
     return 0 if ok else 1

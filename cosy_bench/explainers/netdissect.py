@@ -17,9 +17,10 @@ For every unit ``k`` of a layer and concept ``c`` of a densely labelled probe se
   ``fully_annotated = True``); ``0 / 0`` counts as 0 (the authors add ``1e-10``);
 * the label is ``argmax_c IoU`` (``netdissect_iou`` and ``netdissect_category`` are kept).
 
-Vectorised: a batch's masks are a sparse ``[C, B * P]`` matrix (pixel labels) and a dense
-``[B, C]`` one (image-level labels); intersections are sparse x dense products with the
-units' masks ``[B * P, K]``, so memory is one batch of masks whatever the probe size.
+Vectorised: a batch's masks are a sparse ``[B * P, C]`` matrix (pixel labels) and a dense
+``[B, C]`` one (image-level labels); intersections are sparse x sparse products with the
+units' active pixels ``[K, B * P]`` (a top quantile, so sparse), and the pass upsamples the
+maps of a chunk of units at a time, so memory is one batch whatever the probe size.
 
 Probe protocol: ``concepts`` (C names), optional ``categories`` (C category names), and per
 image either ``segmentation(i, size) -> (pixels long [2, L] of (concept, flat pixel),
@@ -47,6 +48,8 @@ from cosy_bench.explainers.base import Explainer, Explanations
 from cosy_bench.loops.activations import _collate, _Transformed
 
 log = logging.getLogger("cosy_bench")
+
+_UPSAMPLED_VALUES = 1 << 25  # map values upsampled at once by the dissection pass
 
 __all__ = ["DissectionPass", "NetDissectExplainer", "Segmentation", "Tally", "dissect",
            "probe_categories", "segmentation", "unit_masks"]
@@ -147,21 +150,24 @@ class Tally:
             cols.append(seg.pixels[1] + j * p)
             img[j, seg.image_labels] = 1.0
         rows_t, cols_t = torch.cat(rows), torch.cat(cols)
-        a = masks.transpose(1, 2).reshape(b * p, k).to(torch.float32)  # [B * P, K]
         hits = masks.sum(-1, dtype=torch.float64)  # [B, K]
         if rows_t.numel():
-            coo = torch.sparse_coo_tensor(torch.stack([rows_t, cols_t]),
-                                          torch.ones(rows_t.numel()), (c, b * p),
-                                          check_invariants=False).coalesce()
-            idx = coo.indices()
-            coo = torch.sparse_coo_tensor(idx, torch.ones_like(coo.values()), (c, b * p),
-                                          check_invariants=False,
-                                          is_coalesced=True)  # twice on a pixel counts once
+            # Y [B * P, C]: a label twice on a pixel counts once
+            y = torch.sparse_coo_tensor(torch.stack([cols_t, rows_t]),
+                                        torch.ones(rows_t.numel()), (b * p, c),
+                                        check_invariants=False).coalesce()
+            idx = y.indices()
+            y = torch.sparse_coo_tensor(idx, torch.ones_like(y.values()), (b * p, c),
+                                        check_invariants=False, is_coalesced=True)
+            # A [K, B * P]: the units' active pixels (sparse: a top quantile)
+            bi, ki, pi = masks.nonzero(as_tuple=True)
+            a = torch.sparse_coo_tensor(torch.stack([ki, bi * p + pi]),
+                                        torch.ones(ki.numel()), (k, b * p),
+                                        check_invariants=False)
             with warnings.catch_warnings():  # "sparse CSR support is in beta"
                 warnings.simplefilter("ignore", UserWarning)
-                ycsr = coo.to_sparse_csr()
-            self.both += (ycsr @ a).T.double()
-            self.labels += torch.bincount(idx[0], minlength=c).double()
+                self.both += torch.sparse.mm(a, y).to_dense().double()
+            self.labels += torch.bincount(idx[1], minlength=c).double()
         self.both += hits.T @ img
         self.labels += img.sum(0) * p
         self.units += hits.sum(0)
@@ -174,6 +180,16 @@ class Tally:
                                    torch.ones(rows_t.numel(), dtype=torch.float64))
             annotated = ((present > 0).double() @ labelcat > 0).double()  # [B, G]
         self.units_cat += hits.T @ annotated
+
+    def put(self, part: Tally, k0: int) -> None:
+        """Add the counts of units ``k0 .. k0 + K'`` of ``part`` (its labels are counted once:
+        only with ``k0 == 0``)."""
+        k1 = k0 + part.units.shape[0]
+        self.both[k0:k1] += part.both
+        self.units[k0:k1] += part.units
+        self.units_cat[k0:k1] += part.units_cat
+        if k0 == 0:
+            self.labels += part.labels
 
     def merge(self, other: Tally) -> Tally:
         return Tally(self.both + other.both, self.units + other.units,
@@ -206,14 +222,22 @@ class DissectionPass(L.LightningModule):
         if images.numel() == 0:
             return 0
         maps = self.extractor(images).float()
-        masks = unit_masks(maps, self.thresholds.to(maps.device), self.size).cpu()
         segs = [segmentation(self.probe, int(i), self.size) for i in index.tolist()]
+        n_units, p = maps.shape[1], self.size[0] * self.size[1]
         if self.tally is None:
-            self.tally = Tally.zeros(masks.shape[1], len(self.probe.concepts),
-                                     self.labelcat.shape[1])
-        self.tally.add(masks, segs, self.labelcat, self.fully)
+            self.tally = Tally.zeros(n_units, len(self.probe.concepts), self.labelcat.shape[1])
+        step = max(1, _UPSAMPLED_VALUES // max(1, len(index) * p))  # units upsampled at once
+        parts = []
+        for k0 in range(0, n_units, step):
+            masks = unit_masks(maps[:, k0:k0 + step], self.thresholds[k0:k0 + step]
+                               .to(maps.device), self.size).cpu()
+            part = Tally.zeros(masks.shape[1], len(self.probe.concepts), self.labelcat.shape[1])
+            part.add(masks, segs, self.labelcat, self.fully)
+            self.tally.put(part, k0)
+            if self.keep:
+                parts.append(masks)
         if self.keep:
-            self.kept.append((index.cpu(), masks, segs))
+            self.kept.append((index.cpu(), torch.cat(parts, dim=1), segs))
         return len(index)
 
 

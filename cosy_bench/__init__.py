@@ -8,7 +8,8 @@ Layers, each importing only from those below it (``tests/test_layout.py`` checks
 3. ``context``: what a run hands every stage and explainer;
 4. ``explainers``;
 5. ``record`` (what a run folder holds), ``pipeline`` (the stages in sequence);
-6. ``loggers``, ``leaderboard``, ``experiments``, ``run`` (the Hydra app), ``bench`` and
+6. ``loggers``, ``leaderboard``, ``experiments``, ``run`` (the Hydra app) and ``app`` (its
+   machinery: config location, layer plugin, failure records, input checks), ``bench`` and
    ``toyworld.training`` (tools on top).
 """
 

@@ -22,8 +22,9 @@ for noisy in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accele
     logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-# conf/ sits beside the package at the repository's top level (an editable install)
-CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+from cosy_bench.app.config import config_dir  # noqa: E402
+
+CONFIG_DIR = str(config_dir())  # conf/ of the checkout, or cosy_bench/conf of a wheel
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")

@@ -4,4 +4,4 @@ packages, its Hydra configs ``conf/`` as ``cosy_bench.conf`` and its Hydra plugi
 from setuptools import find_packages, setup
 
 setup(packages=[*find_packages(include=["cosy_bench", "cosy_bench.*"]), "cosy_bench.conf",
-                "hydra_plugins.cosy_bench_layers"])
+                "hydra_plugins.cosy_bench_plugins"])

@@ -23,6 +23,7 @@ for noisy in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accele
 
 
 from cosy_bench.app.config import config_dir  # noqa: E402
+from cosy_bench.app.failures import record_failure  # noqa: E402
 
 CONFIG_DIR = str(config_dir())  # conf/ of the checkout, or cosy_bench/conf of a wheel
 
@@ -35,9 +36,13 @@ def main(cfg: DictConfig) -> float | None:
 
     hc = HydraConfig.get()
     output_dir = Path(hc.runtime.output_dir)
-    # trainer=ddp/ddp_cpu: start or join the other ranks; each runs the whole task
-    with session(cfg.trainer, output_dir) as ranks:
-        result = instantiate(cfg.task)(cfg, output_dir)
+    try:
+        # trainer=ddp/ddp_cpu: start or join the other ranks; each runs the whole task
+        with session(cfg.trainer, output_dir) as ranks:
+            result = instantiate(cfg.task)(cfg, output_dir)
+    except Exception as exc:  # error.txt and run.log of this job say what went wrong
+        record_failure(output_dir, exc)
+        raise
     if not isinstance(result, RunRecord) or not ranks.is_rank_zero:
         return None
     group = sweep_group(hc.sweep.dir) if hc.mode == RunMode.MULTIRUN else None

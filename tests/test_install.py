@@ -64,7 +64,7 @@ def installed(tmp_path_factory):
 def test_the_wheel_holds_cosy_bench_from_the_wheel(installed):
     bin_dir, env, work = installed
     out = _run([str(bin_dir / "python"), "-c",
-                "import cosy_bench, hydra_plugins.cosy_bench_layers as p; "
+                "import cosy_bench, hydra_plugins.cosy_bench_plugins as p; "
                 "from cosy_bench.app.config import config_dir; "
                 "print(cosy_bench.__file__); print(config_dir()); print(p.__file__)"],
                cwd=work, env=env).stdout.split()

@@ -9,7 +9,7 @@ group: ``-m layer=stage2,stage4``.
 
 :class:`LayerSearchPath` appends the source to the search path of cosy_bench's own app
 only (a search path that holds cosy_bench's ``conf/``), after every folder, so real files
-win. Hydra finds both classes through ``hydra_plugins/cosy_bench_layers``.
+win. Hydra finds both classes through ``hydra_plugins/cosy_bench_plugins``.
 """
 
 from __future__ import annotations

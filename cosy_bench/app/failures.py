@@ -1,0 +1,135 @@
+"""Failed runs leave a trace: each job's folder holds its error, a sweep runs every job and
+ends with the list of the failed ones and why.
+
+- :func:`record_failure` (called by ``cosy_bench/run.py`` around the task, in the job's own
+  process, whatever the launcher): the message and traceback go to the job's ``run.log``
+  and to ``error.txt`` beside it; the console gets the message (the traceback too, unless
+  the error is a :class:`UserInputError`: a missing input, whose message says the fix).
+- :class:`FailureListingSweeper` (``hydra.sweeper``, through
+  ``hydra_plugins/cosy_bench_plugins``): Hydra's basic sweeper, except that a failed job
+  does not hide the others' outcome: after all jobs it prints the failed jobs (number,
+  overrides, folder, error) and raises :class:`SweepFailed` (exit status 1).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.errors import CompactHydraException
+from hydra.plugins.sweeper import Sweeper
+
+log = logging.getLogger("cosy_bench")
+ERROR_FILE = "error.txt"
+
+
+class UserInputError(CompactHydraException):
+    """An input the user has to supply (its message says how): Hydra prints the message
+    alone, without a traceback (that is in error.txt and run.log)."""
+
+
+class SweepFailed(CompactHydraException):
+    """Some jobs of a sweep failed; the message lists them (Hydra prints it, exit status 1)."""
+
+
+def record_failure(output_dir: str | Path, exc: BaseException) -> Path:
+    """Write ``exc`` (message and traceback) to ``output_dir/error.txt`` and the job's log
+    file(s); the console gets the message. Returns the path of error.txt."""
+    from cosy_bench.cache.store import write_text_atomic  # torch: not at Hydra's plugin scan
+
+    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    message = f"{type(exc).__name__}: {exc}"
+    path = Path(output_dir) / ERROR_FILE
+    write_text_atomic(path, f"{message}\n\n{tb}")
+    if isinstance(exc, UserInputError):
+        log.error("run failed: %s (traceback in %s)", message, path)
+        _to_log_files(f"traceback:\n{tb}")
+    else:
+        log.error("run failed (also in %s)", path, exc_info=exc)
+    return path
+
+
+def _to_log_files(text: str) -> None:
+    """``text`` to the log files of the root logger and ours (run.log), not to the console."""
+    record = log.makeRecord(log.name, logging.ERROR, __file__, 0, text, None, None)
+    for logger in (logging.getLogger(), log):
+        for handler in logger.handlers:
+            if isinstance(handler, logging.FileHandler):
+                handler.handle(record)
+
+
+def _why(exc: Any) -> str:
+    if isinstance(exc, BaseException):
+        return f"{type(exc).__name__}: {exc}"
+    return str(exc)
+
+
+def failure_report(failed: Sequence[tuple[int, JobReturn]], total: int) -> str:
+    """The list of failed jobs: number, overrides, folder and error of each."""
+    lines = [f"{len(failed)} of {total} jobs failed:"]
+    for num, ret in failed:
+        folder = (ret.hydra_cfg.hydra.runtime.output_dir if ret.hydra_cfg is not None
+                  else ret.working_dir)
+        lines.append(f"  job {num} ({','.join(ret.overrides or [])}) in {folder}")
+        lines += [f"      {line}" for line in _why(ret._return_value).splitlines()]
+    return "\n".join(lines)
+
+
+class _CollectingLauncher:
+    """Wraps a launcher: records failed jobs and hands them on as done, so that the sweeper
+    goes on with every batch (Hydra's own raises at the first failure)."""
+
+    def __init__(self, launcher, failed: list[tuple[int, JobReturn]], counter: list[int]):
+        self._launcher, self._failed, self._counter = launcher, failed, counter
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int):
+        results = self._launcher.launch(job_overrides, initial_job_idx=initial_job_idx)
+        self._counter[0] += len(results)
+        out = []
+        for i, ret in enumerate(results):
+            if ret.status == JobStatus.FAILED:
+                self._failed.append((initial_job_idx + i, ret))
+                ret = dataclasses.replace(ret, status=JobStatus.COMPLETED, _return_value=None)
+            out.append(ret)
+        return out
+
+    def __getattr__(self, name: str):
+        return getattr(self._launcher, name)
+
+
+class FailureListingSweeper(Sweeper):
+    """Hydra's basic sweeper that runs every job and lists the failed ones at the end.
+
+    It wraps a ``BasicSweeper`` rather than subclassing it: Hydra's plugin scan re-executes
+    its core plugin modules, so the class must be looked up when the sweep is set up.
+    """
+
+    def __init__(self, max_batch_size: int | None = None,
+                 params: dict[str, str] | None = None):
+        self._kwargs = {"max_batch_size": max_batch_size, "params": params}
+        self._inner = None
+
+    def setup(self, *, hydra_context, task_function, config) -> None:
+        from hydra._internal.core_plugins import basic_sweeper
+
+        self._inner = basic_sweeper.BasicSweeper(**self._kwargs)
+        self._inner.setup(hydra_context=hydra_context, task_function=task_function,
+                          config=config)
+
+    def sweep(self, arguments: list[str]) -> Any:
+        failed: list[tuple[int, JobReturn]] = []
+        counter = [0]
+        launcher = self._inner.launcher
+        self._inner.launcher = _CollectingLauncher(launcher, failed, counter)
+        try:
+            returns = self._inner.sweep(arguments)
+        finally:
+            self._inner.launcher = launcher
+        if failed:
+            raise SweepFailed(failure_report(failed, counter[0]))
+        return returns

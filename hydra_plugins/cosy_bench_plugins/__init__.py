@@ -1,0 +1,17 @@
+"""cosy_bench's Hydra plugins (Hydra scans ``hydra_plugins.*`` for plugin classes):
+
+- ``layer=NAME`` for any layer a model yaml declares (``cosy_bench/app/layers.py``);
+- :class:`ListingSweeper` (``hydra.sweeper`` in ``conf/hydra/default.yaml``): every job of a
+  sweep runs, the failed ones are listed at the end (``cosy_bench/app/failures.py``).
+  Hydra instantiates plugins only from ``hydra_plugins``, hence the subclass here.
+"""
+
+from cosy_bench.app.failures import FailureListingSweeper
+from cosy_bench.app.layers import LayerConfigSource, LayerSearchPath
+
+
+class ListingSweeper(FailureListingSweeper):
+    """See :class:`cosy_bench.app.failures.FailureListingSweeper`."""
+
+
+__all__ = ["LayerConfigSource", "LayerSearchPath", "ListingSweeper"]

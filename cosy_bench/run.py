@@ -24,6 +24,7 @@ for noisy in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accele
 
 from cosy_bench.app.config import config_dir  # noqa: E402
 from cosy_bench.app.failures import record_failure  # noqa: E402
+from cosy_bench.app.inputs import check_inputs  # noqa: E402
 
 CONFIG_DIR = str(config_dir())  # conf/ of the checkout, or cosy_bench/conf of a wheel
 
@@ -37,6 +38,7 @@ def main(cfg: DictConfig) -> float | None:
     hc = HydraConfig.get()
     output_dir = Path(hc.runtime.output_dir)
     try:
+        check_inputs(cfg)  # every missing input (weights, IMAGENET_VAL_DIR...) in one message
         # trainer=ddp/ddp_cpu: start or join the other ranks; each runs the whole task
         with session(cfg.trainer, output_dir) as ranks:
             result = instantiate(cfg.task)(cfg, output_dir)

@@ -100,10 +100,7 @@ def test_every_model_layer_pair_composes_and_resolves(compose, model_bundle, mod
     assert layers, f"model {model} lists no layers"
     bundle = model_bundle(model)
     modules = dict(bundle.module.named_modules())
-    layer_options = set(config_options("layer"))
-    for lname in layers:
-        assert lname in layer_options, (
-            f"model {model} has layer {lname!r} but conf/layer/{lname}.yaml does not exist")
+    for lname in layers:  # selectable by name, with or without a conf/layer file
         cfg = compose([f"model={model}", f"layer={lname}", "model.weights=null"])
         assert cfg.layer.name == lname
         spec = bundle.layer(cfg.layer.name)
@@ -136,8 +133,7 @@ def test_generic_torchvision_entry_needs_an_arch(compose):
 
 
 @pytest.mark.parametrize("override", ["model=no_such_model", "explainer=no_such_explainer",
-                                      "generator=no_such_generator", "scorer=[auc,no_such]",
-                                      "layer=no_such_layer"])
+                                      "generator=no_such_generator", "scorer=[auc,no_such]"])
 def test_unknown_group_option_gives_hydras_error(compose, override):
     group, _, option = override.partition("=")
     option = option.strip("[]").split(",")[-1]
@@ -158,3 +154,40 @@ def test_unknown_option_on_the_command_line_exits_with_hydras_message(tmp_path):
     assert proc.returncode != 0
     assert "Could not find 'model/no_such_model'" in proc.stderr
     assert "resnet18" in proc.stderr  # the available options are listed
+
+
+# A real model brings its own world (issue #13, item 3): the CoSy paper's inputs, not the
+# toy world's; mixing takes an explicit choice.
+IMAGENET_WORLD = {"generator": "DiffusersGenerator", "dataset": "ImageFolder",
+                  "probe": "LabelledImageFolder", "clip": "open_clip_model",
+                  "concepts": "common_words"}
+
+
+def _world(cfg) -> dict[str, str]:
+    return {g: cfg[g]._target_.rsplit(".", 1)[-1] for g in IMAGENET_WORLD}
+
+
+@pytest.mark.parametrize("model", [m for m in CONCRETE_MODELS if m != "toy_cnn"]
+                         + sorted(GENERIC_MODEL_OVERRIDES))
+def test_a_real_model_brings_its_own_world(compose, model):
+    cfg = compose([f"model={model}", *GENERIC_MODEL_OVERRIDES.get(model, ())])
+    assert _world(cfg) == IMAGENET_WORLD
+    assert cfg.generator.model_id == "stabilityai/stable-diffusion-xl-base-1.0"
+    assert cfg.concepts.n == "20k" and cfg.clip.pretrained == "openai"
+    assert cfg.neurons.sample == 50 and cfg.neurons.seed == 42
+    control = "places365_val" if model.endswith("places365") else "imagenet_val"
+    assert cfg.dataset.name == control
+
+
+def test_toy_world_with_a_real_model_only_by_choice(compose):
+    toy = _world(compose([]))
+    assert toy == {"generator": "ToyWorldGenerator", "dataset": "ToyControlSet",
+                   "probe": "ToyProbeSet", "clip": "load_toy_clip", "concepts": "toyworld"}
+    assert _world(compose(["model=resnet18", "world=toyworld"])) == toy
+    mixed = compose(["model=resnet18", "dataset=toyworld"])  # one group by choice
+    assert mixed.dataset._target_.endswith("ToyControlSet")
+    assert mixed.generator._target_.endswith("DiffusersGenerator")
+    # experiments, debug=smoke and the command line override the model's world
+    smoke = compose(["model=vit_b16", "debug=smoke"])
+    assert smoke.generator_name == "tiny" and smoke.dataset._target_.endswith("SyntheticControlSet")
+    assert compose(["experiment=cosy_imagenet", "generator=tiny"]).generator_name == "tiny"

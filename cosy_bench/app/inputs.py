@@ -38,6 +38,7 @@ class Missing:
 
     what: str
     fix: str
+    offline: bool = False  # missing for want of a network or of a data folder
 
     def __str__(self) -> str:
         return f"{self.what}\n      fix: {self.fix}"
@@ -50,7 +51,8 @@ class MissingInputsError(UserInputError):
         self.missing = missing
         lines = [f"{len(missing)} input(s) of this run are missing (nothing was computed):"]
         lines += [f"  - {m}" for m in missing]
-        lines.append(f"  ({OFFLINE})")
+        if any(m.offline for m in missing):
+            lines.append(f"  ({OFFLINE})")
         super().__init__("\n".join(lines))
 
 
@@ -76,7 +78,7 @@ def _download(what: str, cached: Path | None, url: str, fix: str) -> list[Missin
     where = f"not in the cache ({cached}) and " if cached is not None else ""
     return [Missing(f"{what}: {where}{host} cannot be reached (offline?)",
                     f"run once on a machine with internet (it is downloaded and cached), "
-                    f"or {fix}")]
+                    f"or {fix}", offline=True)]
 
 
 def _hf_cached(repo_id: str) -> Path:
@@ -213,9 +215,9 @@ def check_folder(node: DictConfig, key: str) -> list[Missing]:
     how = f"{key}.root=/path/to/images" + (f" or export {env}=/path/to/images" if env else "")
     if root in (None, ""):
         return [Missing(f"{key} {name}: no folder given" + (f" ({env} is not set)" if env
-                                                                else ""), how)]
+                                                                else ""), how, offline=True)]
     if not Path(os.path.expanduser(str(root))).is_dir():
-        return [Missing(f"{key} {name}: folder {root} does not exist", how)]
+        return [Missing(f"{key} {name}: folder {root} does not exist", how, offline=True)]
     return []
 
 

@@ -202,3 +202,34 @@ def test_label_neurons_skips_nan():
     recs = label_neurons(sim, ["a", "b", "c"])
     assert recs[0]["label"] == "c" and recs[0]["similarity"] == pytest.approx(0.3)
     assert recs[1]["label"] is None and math.isnan(recs[1]["similarity"])
+
+
+def test_soft_wpmi_value_is_log_k_plus_log_share_of_the_neuron():
+    """Issue #13, item 7: why every toy concept unit's clip_similarity is ln 25. With
+    lam = 1, sim[k, m] = log K + log softmax_j(log E[p(t_m | B_j)])[k] <= log K, reached
+    when neuron k holds the concept's mass: the label's own score, saturated."""
+    g = torch.Generator().manual_seed(0)
+    n, k, m = 400, 6, 9
+    p = torch.rand(n, m, generator=g, dtype=torch.float64)
+    q = torch.rand(n, k, generator=g, dtype=torch.float64)
+    sim = cd.similarity("soft_wpmi", p, q)
+    cond = cd.similarity("soft_wpmi", p, q, lam=0.0)  # log E[p(t_m | B_k)]
+    assert torch.allclose(sim, math.log(k) + torch.log_softmax(cond, dim=0), atol=1e-9)
+    assert float(sim.max()) <= math.log(k) + 1e-12
+    # neuron 0 fires on the images where concept 3 dominates: its score saturates at log K
+    q[:, 0] = p[:, 3] * 10
+    p[:, 3] = p[:, 3] * 3
+    sim = cd.similarity("soft_wpmi", p, q)
+    (rec, *_) = label_neurons(sim, [f"t{i}" for i in range(m)])
+    assert rec["label"] == "t3"
+    assert rec["similarity"] == pytest.approx(math.log(k), abs=1e-6)
+    assert rec["margin"] == pytest.approx(float(sim[0, 3] - sim[0].topk(2).values[1]))
+    assert rec["margin"] > 0
+
+
+def test_label_neurons_reports_the_margin():
+    sim = torch.tensor([[0.1, math.nan, 0.3], [0.5, 0.2, 0.4], [math.nan] * 3])
+    recs = label_neurons(sim, ["a", "b", "c"])
+    assert recs[0]["margin"] == pytest.approx(0.2) and recs[1]["margin"] == pytest.approx(0.1)
+    assert math.isnan(recs[2]["margin"])
+    assert math.isnan(label_neurons(torch.tensor([[1.0]]), ["a"])[0]["margin"])

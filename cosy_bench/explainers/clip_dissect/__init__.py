@@ -1,6 +1,15 @@
 """CLIP-Dissect (Oikarinen & Weng, ICLR 2023) as an explainer: label each neuron with the
 concept whose CLIP image-text similarities over a probe set best match its activations,
-``argmax_m sim(t_m, q_k; P)``; the similarity functions are :mod:`.similarities`."""
+``argmax_m sim(t_m, q_k; P)``; the similarity functions are :mod:`.similarities`.
+
+Columns: ``clip_similarity`` is the value the label was chosen by, ``sim(t_label, q_k)``.
+For (soft) WPMI with ``lam = 1`` (the default) it is ``log K + log s_km``, ``s_km`` the
+share of neuron k in concept m's ``E[p(t_m | B_j)]`` over the layer's K neurons, so it is at
+most ``log K`` and equals it (to float precision) when neuron k holds nearly all of the
+concept's mass: every unit of the toy CNN's ``concepts`` layer scores ln 25 = 3.2189 (its
+owner leads the runner-up neuron by over 100 nats). ``clip_margin`` is the gap between the
+best and the second-best concept of the neuron, how clearly the label won.
+"""
 
 from __future__ import annotations
 
@@ -32,14 +41,18 @@ def label_neurons(sim: torch.Tensor, concepts: Sequence[str]) -> list[dict]:
         concepts: the M concept names.
 
     Returns:
-        per neuron ``{"neuron", "label", "concept_index", "similarity"}`` (``label`` None and
-        ``similarity`` NaN if the whole row is NaN).
+        per neuron ``{"neuron", "label", "concept_index", "similarity", "margin"}``:
+        ``margin`` = best minus second-best similarity (NaN with one concept or a NaN
+        runner-up); ``label`` None and ``similarity`` NaN if the whole row is NaN.
     """
     s = torch.as_tensor(sim)
     if s.ndim != 2 or s.shape[1] != len(concepts):
         raise ValueError(f"sim must be [K, {len(concepts)}], got {tuple(s.shape)}")
     masked = torch.nan_to_num(s.double(), nan=-math.inf)
     vals, ids = masked.max(dim=1)
+    second = (masked.topk(2, dim=1).values[:, 1] if s.shape[1] > 1
+              else torch.full_like(vals, -math.inf))
+    gaps = torch.where(torch.isfinite(second), vals - second, math.nan).tolist()
     out = []
     for k, (v, i) in enumerate(zip(vals.tolist(), ids.tolist(), strict=True)):
         ok = v != -math.inf or not torch.isnan(s[k]).all()
@@ -48,6 +61,7 @@ def label_neurons(sim: torch.Tensor, concepts: Sequence[str]) -> list[dict]:
             "label": str(concepts[i]) if ok else None,
             "concept_index": i if ok else -1,
             "similarity": v if ok else math.nan,
+            "margin": gaps[k] if ok else math.nan,
         })
     return out
 
@@ -130,4 +144,5 @@ class ClipDissectExplainer(Explainer):
         records = label_neurons(sim, concepts)
         kept = [r for r in records if r["label"] is not None]
         return Explanations({r["neuron"]: r["label"] for r in kept},
-                            {"clip_similarity": {r["neuron"]: r["similarity"] for r in kept}})
+                            {"clip_similarity": {r["neuron"]: r["similarity"] for r in kept},
+                             "clip_margin": {r["neuron"]: r["margin"] for r in kept}})

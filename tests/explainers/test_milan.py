@@ -88,7 +88,7 @@ def write_published(path, model: Captioner, words=None, lm_words=None, config_mo
             sys.modules.pop(m, None)
 
 
-@pytest.mark.parametrize("config_module", ["confection", "thinc.config"])
+@pytest.mark.parametrize("config_module", ["confection", "confection._config", "thinc.config"])
 def test_a_published_format_checkpoint_loads_strictly_and_decodes(tmp_path, config_module):
     source = small_captioner()
     path = tmp_path / "milan-test.pth"

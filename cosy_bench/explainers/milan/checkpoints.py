@@ -81,6 +81,7 @@ _ALLOWED = {
     ("builtins", "bytearray"): None,
     ("thinc.config", "Config"): _SpacyConfig,
     ("confection", "Config"): _SpacyConfig,
+    ("confection._config", "Config"): _SpacyConfig,  # spaCy >= 3.7 pickles it from there
 }
 
 

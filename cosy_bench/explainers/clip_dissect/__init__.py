@@ -87,7 +87,8 @@ class ClipDissectExplainer(Explainer):
         def plain(x):
             return OmegaConf.to_container(x, resolve=True) if isinstance(x, (DictConfig, ListConfig)) else x
 
-        return {"name": self.name, "clip": plain(self.clip), "probe": plain(self.probe),
+        return {"name": self.name, "columns": 2,  # 2: with clip_margin
+                "clip": plain(self.clip), "probe": plain(self.probe),
                 "concepts": plain(self.concepts), "similarity": self.similarity,
                 "hparams": plain(self.hparams)}
 

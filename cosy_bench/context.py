@@ -38,7 +38,12 @@ class RunContext:
     #: the neurons the run will evaluate (``neurons`` config), known before explaining
     wanted: list[int] | None = None
 
-    def trainer(self):
+    def trainer(self, name: str | None = None):
+        """The run's Lightning trainer; ``name`` labels its progress bar (the pass)."""
+        if name and self.cfg.trainer.get("enable_progress_bar", True):
+            from cosy_bench.loops.progress import progress_bar
+
+            return instantiate(self.cfg.trainer, callbacks=[progress_bar(name)])
         return instantiate(self.cfg.trainer)
 
     @property
@@ -65,8 +70,8 @@ class RunContext:
             log.info("%s activations: computing on %d images of %s", what, len(dataset),
                      dataset.name)
             acts, index = collect_activations(
-                self.extractor, dataset, self.model.transform, self.trainer(),
-                batch_size=self.cfg.batch_size, num_workers=self.cfg.num_workers)
+                self.extractor, dataset, self.model.transform,
+                self.trainer(f"{what} activations"), batch_size=self.cfg.batch_size, num_workers=self.cfg.num_workers)
             skipped = len(dataset) - len(index)
             if skipped:
                 log.warning("%d unreadable images of %s were skipped", skipped, dataset.name)
@@ -94,7 +99,8 @@ class RunContext:
             log.info("exemplars: top-%d images of %d units on %d images of %s", k,
                      self.num_neurons, len(dataset), dataset.name)
             ex = collect_exemplars(self.model.spatial_extractor(self.layer.name), dataset,
-                                   self.model.transform, self.trainer(), k=k, quantile=quantile,
+                                   self.model.transform, self.trainer("exemplars"), k=k,
+                                   quantile=quantile,
                                    quantile_samples=quantile_samples, seed=seed,
                                    batch_size=self.cfg.batch_size,
                                    num_workers=self.cfg.num_workers)

@@ -114,7 +114,8 @@ def concept_activations(ctx: RunContext, generator: Generator, items: dict[str, 
     if todo:
         files = [Path(it.path) for _, its, _ in todo for it in its]
         acts, index = collect_activations(ctx.extractor, ImageFiles(files), ctx.model.transform,
-                                          ctx.trainer(), batch_size=ctx.cfg.batch_size,
+                                          ctx.trainer("concept activations"),
+                                          batch_size=ctx.cfg.batch_size,
                                           num_workers=ctx.cfg.num_workers)
         if len(index) != len(files):
             raise RuntimeError(f"{len(files) - len(index)} synthetic images could not be read; "
@@ -189,7 +190,8 @@ def run(cfg: DictConfig, output_dir: str | Path):
     n_todo = len(pending(all_items))
     log.info("synthesis: %d images needed, %d cached, %d to generate", len(all_items),
              len(all_items) - n_todo, n_todo)
-    generated = synthesize(generator, all_items, ctx.trainer(), batch_size=cfg.generator_batch_size)
+    generated = synthesize(generator, all_items, ctx.trainer("synthesis"),
+                           batch_size=cfg.generator_batch_size)
     ctx.stats["images_generated"] = generated
 
     control, control_index = ctx.activations(control_ds, "control", with_index=True)

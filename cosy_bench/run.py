@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-import os
-import warnings
 from pathlib import Path
 
 import hydra
@@ -13,18 +10,12 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-warnings.filterwarnings("ignore", message=r".*LeafSpec.*")  # lightning vs torch 2.14 pytree
-# conf/hydra/launcher/submitit_local.yaml restates the plugin's schema of the same name
-warnings.filterwarnings("ignore", message=r"\s*'hydra/launcher/submitit_local' is validated against")
-for noisy in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda",
-              "lightning.fabric.utilities.seed"):
-    logging.getLogger(noisy).setLevel(logging.WARNING)
+from cosy_bench.app.config import config_dir
+from cosy_bench.app.failures import record_failure
+from cosy_bench.app.inputs import check_inputs
+from cosy_bench.app.logs import announce_results, quiet
 
-
-from cosy_bench.app.config import config_dir  # noqa: E402
-from cosy_bench.app.failures import record_failure  # noqa: E402
-from cosy_bench.app.inputs import check_inputs  # noqa: E402
+quiet()  # at import: also in a submitit job's process, which unpickles main from here
 
 CONFIG_DIR = str(config_dir())  # conf/ of the checkout, or cosy_bench/conf of a wheel
 
@@ -49,6 +40,7 @@ def main(cfg: DictConfig) -> float | None:
         return None
     group = sweep_group(hc.sweep.dir) if hc.mode == RunMode.MULTIRUN else None
     instantiate(cfg.logger).log_run(cfg, result, output_dir, group=group)
+    announce_results(result.table(), output_dir)  # the last line: where the results are
     auc = result.summary.get("auc")
     return auc["mean"] if isinstance(auc, dict) else None
 

@@ -24,6 +24,8 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.errors import CompactHydraException
 from hydra.plugins.sweeper import Sweeper
 
+from cosy_bench.app.logs import to_log_files
+
 log = logging.getLogger("cosy_bench")
 ERROR_FILE = "error.txt"
 
@@ -48,19 +50,10 @@ def record_failure(output_dir: str | Path, exc: BaseException) -> Path:
     write_text_atomic(path, f"{message}\n\n{tb}")
     if isinstance(exc, UserInputError):
         log.error("run failed: %s (traceback in %s)", message, path)
-        _to_log_files(f"traceback:\n{tb}")
+        to_log_files(f"traceback:\n{tb}", logging.ERROR)
     else:
         log.error("run failed (also in %s)", path, exc_info=exc)
     return path
-
-
-def _to_log_files(text: str) -> None:
-    """``text`` to the log files of the root logger and ours (run.log), not to the console."""
-    record = log.makeRecord(log.name, logging.ERROR, __file__, 0, text, None, None)
-    for logger in (logging.getLogger(), log):
-        for handler in logger.handlers:
-            if isinstance(handler, logging.FileHandler):
-                handler.handle(record)
 
 
 def _why(exc: Any) -> str:

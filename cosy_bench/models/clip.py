@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+
 import torch
 from torch import nn
 
 from cosy_bench.models.loaders import OFFLINE_HINT, WeightsUnavailableError
+
+log = logging.getLogger("cosy_bench")
 
 
 def open_clip_model(model_name: str = "ViT-B-16", pretrained: str | None = "openai",
@@ -43,10 +47,15 @@ class ImageEncoder(nn.Module):
 
 @torch.no_grad()
 def encode_texts(clip_model, tokenizer, texts: list[str], batch_size: int = 256) -> torch.Tensor:
-    """L2-normalised CLIP text embeddings [M, D], in batches."""
+    """L2-normalised CLIP text embeddings [M, D], in batches (a progress bar when there
+    is more than one: 20k concepts take minutes on a CPU)."""
+    from tqdm.auto import tqdm
+
+    log.info("CLIP: encoding %d concept texts", len(texts))
     out = []
     device = next(clip_model.parameters()).device
-    for i in range(0, len(texts), batch_size):
+    for i in tqdm(range(0, len(texts), batch_size), desc="CLIP text encoding", unit="batch",
+                  leave=False, disable=len(texts) <= batch_size):
         emb = clip_model.encode_text(tokenizer(texts[i:i + batch_size]).to(device)).float()
         out.append((emb / emb.norm(dim=-1, keepdim=True)).cpu())
     return torch.cat(out)

@@ -112,7 +112,8 @@ class ClipDissectExplainer(Explainer):
         cached = ctx.cache.load_tensors(img_path)
         if cached is None:
             encoder = LayerExtractor(ImageEncoder(clip_model), LayerSpec("clip", None, "identity"))
-            emb, index = collect_activations(encoder, probe, preprocess, ctx.trainer(),
+            emb, index = collect_activations(encoder, probe, preprocess,
+                                             ctx.trainer("CLIP image embeddings"),
                                              batch_size=ctx.cfg.batch_size,
                                              num_workers=ctx.cfg.num_workers)
             save_tensors_atomic(img_path, {"embeddings": emb, "index": index})

@@ -26,8 +26,12 @@ def describe_units(captioner, exemplars, dataset, transform, units: list[int],
     """Captions of ``units`` from their exemplars (images of ``dataset`` as the model sees
     them, masks from the units' activation maps); one dict per unit (see
     :meth:`Captioner.describe`)."""
+    from tqdm.auto import tqdm
+
     device = next(captioner.parameters()).device
     out: list[dict] = []
+    bar = tqdm(total=len(units), desc="MILAN descriptions", unit="unit", leave=False,
+               disable=len(units) <= batch_units)
     for start in range(0, len(units), batch_units):
         chunk = torch.tensor(units[start:start + batch_units])
         images = exemplar_images(dataset, transform, exemplars.indices[chunk])  # [u, k, 3, H, W]
@@ -35,6 +39,8 @@ def describe_units(captioner, exemplars, dataset, transform, units: list[int],
         with torch.no_grad():
             features = captioner.encode(images.to(device), masks[:, :, None].float().to(device))
         out += captioner.describe(features, **decoding)
+        bar.update(len(chunk))
+    bar.close()
     return out
 
 

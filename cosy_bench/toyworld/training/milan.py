@@ -18,6 +18,7 @@ conv blocks; the captioner and LM are MILAN's architecture at smaller sizes.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import time
 from collections import Counter
@@ -225,7 +226,20 @@ def train(seed: int = 0, pool: int = 3000, per_target: int = 24, annotations: in
                    + f" --out {out}")
         save_safetensors(model, out, metadata={"command": command,
                                                **{k: str(v) for k, v in metrics.items()}})
+        write_record(out, {"command": command, "seed": seed, **metrics})
     return metrics
+
+
+def write_record(out: str | Path, record: dict) -> Path:
+    """The JSON beside a shipped weights file (as for the toy CNN and CLIP): its training
+    command and measured figures, plus the file's size."""
+    from cosy_bench.cache.store import write_text_atomic
+
+    out = Path(out)
+    record = {**record, "file": out.name, "file_bytes": out.stat().st_size}
+    path = out.with_suffix(".json")
+    write_text_atomic(path, json.dumps(record, indent=2) + "\n")
+    return path
 
 
 def main(argv=None) -> None:

@@ -15,7 +15,7 @@ from cosy_bench.app.failures import record_failure
 from cosy_bench.app.inputs import check_inputs
 from cosy_bench.app.logs import announce_results, quiet
 
-quiet()  # at import: also in a submitit job's process, which unpickles main from here
+quiet()
 
 CONFIG_DIR = str(config_dir())  # conf/ of the checkout, or cosy_bench/conf of a wheel
 
@@ -26,6 +26,7 @@ def main(cfg: DictConfig) -> float | None:
     from cosy_bench.loggers import sweep_group
     from cosy_bench.record import RunRecord
 
+    quiet()  # again in the job's process: submitit unpickles main without importing this module
     hc = HydraConfig.get()
     output_dir = Path(hc.runtime.output_dir)
     try:

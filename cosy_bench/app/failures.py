@@ -95,6 +95,18 @@ class _CollectingLauncher:
         return getattr(self._launcher, name)
 
 
+def _remove_empty_dirs(folder: Path) -> None:
+    """Remove the empty folders under ``folder`` and ``folder`` itself if it ends empty
+    (submitit's ``.submitit/%j/`` job folders are left empty once their jobs are done)."""
+    if not folder.is_dir():
+        return
+    for sub in sorted((p for p in folder.rglob("*") if p.is_dir()), reverse=True):
+        if not any(sub.iterdir()):
+            sub.rmdir()
+    if not any(folder.iterdir()):
+        folder.rmdir()
+
+
 class FailureListingSweeper(Sweeper):
     """Hydra's basic sweeper that runs every job and lists the failed ones at the end.
 
@@ -123,6 +135,7 @@ class FailureListingSweeper(Sweeper):
             returns = self._inner.sweep(arguments)
         finally:
             self._inner.launcher = launcher
+            _remove_empty_dirs(Path(self._inner.config.hydra.sweep.dir) / ".submitit")
         if failed:
             raise SweepFailed(failure_report(failed, counter[0]))
         return returns

@@ -20,6 +20,11 @@ QUIET_LOGGERS = (
 )
 
 
+class _WarningsOnly(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING
+
+
 class _BelowWarningFrom(logging.Filter):
     """Drops records below WARNING logged from files under one of ``packages`` (open_clip
     logs its INFO lines on the root logger, so a logger name cannot select them)."""
@@ -40,8 +45,11 @@ def quiet() -> None:
     # conf/hydra/launcher/submitit_local.yaml restates the plugin's schema of the same name
     warnings.filterwarnings(
         "ignore", message=r"\s*'hydra/launcher/submitit_local' is validated against")
-    for name in QUIET_LOGGERS:
-        logging.getLogger(name).setLevel(logging.WARNING)
+    for name in QUIET_LOGGERS:  # a filter too: a job's logging setup may reset the level
+        logger = logging.getLogger(name)
+        logger.setLevel(logging.WARNING)
+        if not any(isinstance(f, _WarningsOnly) for f in logger.filters):
+            logger.addFilter(_WarningsOnly())
     root = logging.getLogger()
     if not any(isinstance(f, _BelowWarningFrom) for f in root.filters):
         root.addFilter(_BelowWarningFrom("open_clip"))

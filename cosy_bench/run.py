@@ -14,8 +14,10 @@ from cosy_bench.app.config import config_dir
 from cosy_bench.app.failures import record_failure
 from cosy_bench.app.inputs import check_inputs
 from cosy_bench.app.logs import announce_results, quiet
+from hydra_plugins.cosy_bench_plugins import register
 
 quiet()
+register()  # layer=NAME and the sweeper, also where Hydra's plugin scan misses them
 
 CONFIG_DIR = str(config_dir())  # conf/ of the checkout, or cosy_bench/conf of a wheel
 

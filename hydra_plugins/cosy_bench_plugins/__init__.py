@@ -14,4 +14,14 @@ class ListingSweeper(FailureListingSweeper):
     """See :class:`cosy_bench.app.failures.FailureListingSweeper`."""
 
 
-__all__ = ["LayerConfigSource", "LayerSearchPath", "ListingSweeper"]
+__all__ = ["LayerConfigSource", "LayerSearchPath", "ListingSweeper", "register"]
+
+
+def register() -> None:
+    """Register the plugins by hand (idempotent): Hydra's scan of ``hydra_plugins`` does not
+    see packages that a setuptools editable install maps through its import hook."""
+    from hydra.core.plugins import Plugins
+
+    plugins = Plugins.instance()
+    for clazz in (LayerConfigSource, LayerSearchPath, ListingSweeper):
+        plugins.register(clazz)

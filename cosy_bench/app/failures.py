@@ -137,5 +137,10 @@ class FailureListingSweeper(Sweeper):
             self._inner.launcher = launcher
             _remove_empty_dirs(Path(self._inner.config.hydra.sweep.dir) / ".submitit")
         if failed:
-            raise SweepFailed(failure_report(failed, counter[0]))
+            report = failure_report(failed, counter[0])
+            # Hydra calls on_multirun_end (the sweep's report) only when the sweep returns
+            context = self._inner.hydra_context
+            if context is not None and context.callbacks is not None:
+                context.callbacks.on_multirun_end(config=self._inner.config, config_name=None)
+            raise SweepFailed(report)
         return returns

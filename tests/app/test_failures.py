@@ -47,10 +47,11 @@ def test_a_sweep_runs_every_job_and_lists_the_failed_ones(tmp_path):
            "COSY_CACHE_DIR": str(tmp_path / "cache")}
     proc = subprocess.run(
         [sys.executable, "-m", "cosy_bench", "-m", "model=resnet18", "debug=smoke",
-         "layer=output", "explainer=ground_truth,precomputed", "neurons.ids=[0,1],[0,5000]"],
+         "layer=output", "explainer=ground_truth,precomputed", "neurons.ids=[0,1],[0,5000]",
+         "report.write=true"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 1
-    jobs = {p.name.split("_")[0]: p for p in tmp_path.glob("multirun/*/*/*") if p.is_dir()}
+    jobs = {p.name.split("_")[0]: p for p in tmp_path.glob("multirun/*/*/[0-9]*") if p.is_dir()}
     assert sorted(jobs) == ["0", "1", "2", "3"]
     assert (jobs["0"] / "results.csv").exists() and not (jobs["0"] / ERROR_FILE).exists()
     for num in "123":
@@ -61,3 +62,6 @@ def test_a_sweep_runs_every_job_and_lists_the_failed_ones(tmp_path):
     report = proc.stderr[proc.stderr.index("3 of 4 jobs failed:"):]
     assert "job 1 (" in report and "ValueError: neurons.ids [5000] out of range" in report
     assert report.count("explainer.path is not set") == 2 and "job 0 (" not in report
+    # the sweep's report callback still runs: it lists the failed jobs too
+    (index,) = tmp_path.glob("multirun/*/*/report/index.html")
+    assert "failed" in index.read_text()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from hydra.utils import instantiate
@@ -16,10 +17,12 @@ from omegaconf import DictConfig
 
 from cosy_bench.cache.claims import compute_once
 from cosy_bench.cache.store import Cache, save_tensors_atomic, stable_hash
-from cosy_bench.loops.activations import collect_activations
+from cosy_bench.distributed.ranks import agreed, broadcast_object, is_rank_zero
+from cosy_bench.loops.activations import collect_activations, resolve_num_workers
 from cosy_bench.loops.exemplars import Exemplars, collect_exemplars
 from cosy_bench.models import ModelBundle
 from cosy_bench.models.layers import LayerExtractor, LayerSpec
+from cosy_bench.scorers.sorted import SortedControl, sort_control
 
 log = logging.getLogger("cosy_bench")
 
@@ -52,11 +55,15 @@ class RunContext:
                 "layer": self.layer.name, "module": self.layer.module,
                 "reduction": self.layer.reduction}
 
+    def activations_path(self, dataset) -> Path:
+        """Where the activations of the layer on ``dataset`` are cached."""
+        key = stable_hash({**self.model_key, "dataset": dataset.name})
+        return self.cache.path("activations", key, ".safetensors")
+
     def activations(self, dataset, what: str = "control", with_index: bool = False):
         """Activations [N', K] of the layer on the N' readable images of ``dataset``, cached by
         (model, layer, dataset); with ``with_index`` also their dataset indices [N']."""
-        key = stable_hash({**self.model_key, "dataset": dataset.name})
-        path = self.cache.path("activations", key, ".safetensors")
+        path = self.activations_path(dataset)
         cached = self.cache.load_tensors(path)
         if cached is not None:
             log.info("%s activations: cache hit (%s, %d images)", what, dataset.name,
@@ -85,6 +92,44 @@ class RunContext:
         acts, index = tensors["activations"], tensors["index"]
         return (acts, index) if with_index else acts
 
+    def sorted_control(self, dataset, what: str = "control") -> SortedControl:
+        """The activations on ``dataset`` with every column sorted and the moments MAD needs
+        (:func:`~cosy_bench.scorers.sorted.sort_control`), cached beside the activations.
+
+        The entry's key holds the activations file's size and modification time, so it is
+        derived from that very file: activations computed again (a new file) give a new key
+        and the old sorted entry is never read again (it is deleted when seen stale).
+        """
+        flag = f"{what}_activations_computed"
+        computed = bool(self.stats.get(flag))  # by this run, here or before
+        source = self.activations_path(dataset)
+        if not agreed(source.exists()):
+            self.activations(dataset, what)
+            computed = computed or self.stats[flag]
+        stat = broadcast_object((source.stat().st_size, source.stat().st_mtime_ns)
+                                if is_rank_zero() else None)
+        path = source.with_name(f"{source.stem}.sorted-{stable_hash(stat, 12)}.safetensors")
+        if is_rank_zero():
+            for stale in source.parent.glob(f"{source.stem}.sorted-*.safetensors"):
+                if stale != path:
+                    stale.unlink(missing_ok=True)
+
+        def compute():
+            log.info("%s activations: sorting each column once (cached for later scoring)",
+                     what)
+            tensors = sort_control(self.activations(dataset, what)).to_tensors()
+            return {**tensors, "skipped": torch.tensor(self.stats[f"{what}_skipped"])}
+
+        tensors, sorted_now = compute_once(path, compute, save_tensors_atomic,
+                                           self.cache.load_tensors,
+                                           what=f"sorted {what} activations")
+        if not sorted_now:
+            log.info("%s activations: cache hit (%s, sorted, %d images)", what, dataset.name,
+                     tensors["values"].shape[1])
+        self.stats[flag] = computed
+        self.stats[f"{what}_skipped"] = int(tensors["skipped"].item())
+        return SortedControl.from_tensors(tensors)
+
     def exemplars(self, dataset, k: int = 15, quantile: float = 0.99,
                   quantile_samples: int = 16384, seed: int = 0):
         """MILAN's exemplars of every unit of the layer on ``dataset`` (top-k images by the
@@ -103,7 +148,8 @@ class RunContext:
                                    quantile=quantile,
                                    quantile_samples=quantile_samples, seed=seed,
                                    batch_size=self.cfg.batch_size,
-                                   num_workers=self.cfg.num_workers)
+                                   num_workers=resolve_num_workers(self.cfg.num_workers,
+                                                                   len(dataset)))
             return ex.to_tensors()
 
         tensors, computed = compute_once(path, compute, save_tensors_atomic,

@@ -32,8 +32,10 @@ from cosy_bench.models import create_model
 from cosy_bench.models.layers import LayerExtractor
 from cosy_bench.prompts import make_prompt
 from cosy_bench.record import RunRecord
-from cosy_bench.scorers import score_all
+from cosy_bench.scorers import SCORE_COLUMNS, score_all
 from cosy_bench.scorers.label_similarity import TEXT_SCORERS, label_similarity
+from cosy_bench.scorers.sorted import SORTED_SCORERS, SortedControl, score_sorted
+from cosy_bench.scorers.stopping import decided
 
 log = logging.getLogger("cosy_bench")
 
@@ -96,15 +98,18 @@ def work_items(cache: Cache, generator: Generator, template: str, concepts: list
     return out
 
 
+def _concept_path(ctx: RunContext, generator: Generator, its: list[WorkItem]) -> Path:
+    key = stable_hash({**ctx.model_key, "generator": stable_hash(generator.cache_key),
+                       "prompt": its[0].prompt, "n": len(its)})
+    return ctx.cache.path("concept_activations", key, ".safetensors")
+
+
 def concept_activations(ctx: RunContext, generator: Generator, items: dict[str, list[WorkItem]]
                         ) -> dict[str, torch.Tensor]:
     """Per concept, activations [M, K] of the layer on its synthetic images (cached)."""
     out, todo = {}, []
-    gen_key = stable_hash(generator.cache_key)
     for concept, its in items.items():
-        key = stable_hash({**ctx.model_key, "generator": gen_key, "prompt": its[0].prompt,
-                           "n": len(its)})
-        path = ctx.cache.path("concept_activations", key, ".safetensors")
+        path = _concept_path(ctx, generator, its)
         cached = ctx.cache.load_tensors(path)
         if cached is not None:
             out[concept] = cached["activations"]
@@ -127,6 +132,97 @@ def concept_activations(ctx: RunContext, generator: Generator, items: dict[str, 
             save_tensors_atomic(path, {"activations": block})
             out[concept] = block
     return out
+
+
+def synthesise_in_rounds(ctx: RunContext, generator: Generator, concepts: list[str],
+                         neurons: list[int], texts: list[str], control: SortedControl
+                         ) -> tuple[dict[str, list[WorkItem]], dict[str, torch.Tensor]]:
+    """``n_images=auto``: images in rounds of ``n_images_round`` per explanation, until every
+    neuron of the explanation is decided (:func:`cosy_bench.scorers.stopping.decided`: its
+    AUC's DeLong interval narrower than ``ci_width`` or excluding ``decision_threshold``) or
+    ``n_images_max`` images are made. Image i of a prompt is the image a fixed-size run
+    makes (same seed and file), so a later ``n_images=50`` run reuses them.
+
+    Returns (per concept its work items, per concept its activations [M_c, K])."""
+    cfg = ctx.cfg
+    step, most = int(cfg.n_images_round), int(cfg.n_images_max)
+    if step < 2 or most < step:
+        raise ValueError(f"n_images=auto needs n_images_round >= 2 and n_images_max >= "
+                         f"n_images_round, got {step} and {most}")
+    neurons_of = {c: [j for j, t in enumerate(texts) if t == c] for c in concepts}
+    made = dict.fromkeys(concepts, 0)
+    acts = {c: torch.empty(0, ctx.num_neurons) for c in concepts}
+    active, generated, rounds = list(concepts), 0, 0
+    while active:
+        rounds += 1
+        new = {c: work_items(ctx.cache, generator, cfg.prompt.template, [c],
+                             min(made[c] + step, most))[c][made[c]:] for c in active}
+        batch = [it for its in new.values() for it in its]
+        generated += synthesize(generator, batch, ctx.trainer(),
+                                batch_size=cfg.generator_batch_size)
+        got, index = collect_activations(ctx.extractor, ImageFiles([Path(it.path) for it in batch]),
+                                         ctx.model.transform, ctx.trainer(),
+                                         batch_size=cfg.batch_size, num_workers=cfg.num_workers)
+        if len(index) != len(batch):
+            raise RuntimeError(f"{len(batch) - len(index)} synthetic images could not be read; "
+                               f"delete them from {ctx.cache.root / 'images'} and run again")
+        start = 0
+        for c, its in new.items():
+            acts[c] = torch.cat([acts[c], got[start:start + len(its)]])
+            made[c] += len(its)
+            start += len(its)
+        cols = [j for c in active for j in neurons_of[c]]
+        done = _decided(control, acts, neurons, texts, cols, cfg)
+        open_concepts = {texts[j] for j, ok in zip(cols, done, strict=True) if not ok}
+        active = [c for c in active if c in open_concepts and made[c] < most]
+        log.info("n_images=auto, round %d: %d of %d explanations continue", rounds,
+                 len(active), len(concepts))
+    items = {c: work_items(ctx.cache, generator, cfg.prompt.template, [c], made[c])[c]
+             for c in concepts}
+    for c, its in items.items():  # as concept_activations caches them
+        save_tensors_atomic(_concept_path(ctx, generator, its), {"activations": acts[c]})
+    ctx.stats.update(images_generated=generated, synthesis_rounds=rounds,
+                     images_used=sum(made.values()), images_fixed=most * len(concepts))
+    return items, acts
+
+
+def _decided(control: SortedControl, acts: dict[str, torch.Tensor], neurons: list[int],
+             texts: list[str], cols: list[int], cfg) -> list[bool]:
+    """Whether each neuron ``cols[i]`` is decided, grouped by its number of images."""
+    out = {}
+    by_m: dict[int, list[int]] = {}
+    for j in cols:
+        by_m.setdefault(acts[texts[j]].shape[0], []).append(j)
+    for js in by_m.values():
+        block = torch.stack([acts[texts[j]][:, neurons[j]] for j in js], dim=1)
+        ok = decided(control.select(js).values.T, block, float(cfg.ci_width),
+                     cfg.get("decision_threshold"), float(cfg.get("ci_level", 0.95)))
+        out.update(zip(js, ok.tolist(), strict=True))
+    return [out[j] for j in cols]
+
+
+def score_by_count(names: list[str], sorted_control: SortedControl, control: torch.Tensor,
+                   per_concept: dict, neurons: list[int], texts: list[str]
+                   ) -> dict[str, torch.Tensor]:
+    """Scores [K] of every neuron on its explanation's images, neurons with the same number
+    of images scored together (``n_images=auto`` gives each explanation its own count).
+    CoSy's scores search the sorted control columns; any other scorer gets ``control``."""
+    fast = [n for n in names if n in SORTED_SCORERS]
+    rest = [n for n in names if n not in SORTED_SCORERS]
+    by_m: dict[int, list[int]] = {}
+    for j, t in enumerate(texts):
+        by_m.setdefault(per_concept[t].shape[0], []).append(j)
+    columns: dict[str, torch.Tensor] = {}
+    for js in by_m.values():
+        block = torch.stack([per_concept[texts[j]][:, neurons[j]] for j in js], dim=1)
+        check_finite("synthetic", block, [neurons[j] for j in js])
+        out = score_sorted(fast, sorted_control.select(js), block) if fast else {}
+        if rest:
+            out.update(score_all(rest, control[:, js], block))
+        for name in (c for n in names for c in SCORE_COLUMNS[n]):
+            vals = out[name]
+            columns.setdefault(name, torch.empty(len(texts), dtype=vals.dtype))[js] = vals
+    return columns
 
 
 def check_finite(name: str, acts: torch.Tensor, neurons: list[int]) -> None:
@@ -162,6 +258,14 @@ def text_scores(cfg: DictConfig, texts: list[str], truths: list[str] | None
     return label_similarity(texts, truths, encoders)
 
 
+def _control(ctx: RunContext, dataset, neurons: list[int]) -> SortedControl:
+    """The control activations of ``neurons``, each column sorted once per (model, layer,
+    control set) and cached for every job."""
+    control = ctx.sorted_control(dataset, "control").select(neurons)
+    check_finite("control", control.values[:, [0, -1]].T, neurons)  # -inf first, inf/NaN last
+    return control
+
+
 def run(cfg: DictConfig, output_dir: str | Path):
     """Run one configuration end to end; writes and returns its :class:`~cosy_bench.record.RunRecord`."""
     output_dir = Path(output_dir)
@@ -185,24 +289,32 @@ def run(cfg: DictConfig, output_dir: str | Path):
     log.info("%d neurons chosen, %d distinct explanations", len(neurons), len(concepts))
 
     generator: Generator = instantiate(cfg.generator)
-    items = work_items(cache, generator, cfg.prompt.template, concepts, cfg.n_images)
-    all_items = [it for its in items.values() for it in its]
-    n_todo = len(pending(all_items))
-    log.info("synthesis: %d images needed, %d cached, %d to generate", len(all_items),
-             len(all_items) - n_todo, n_todo)
-    generated = synthesize(generator, all_items, ctx.trainer("synthesis"),
-                           batch_size=cfg.generator_batch_size)
-    ctx.stats["images_generated"] = generated
-
-    control, control_index = ctx.activations(control_ds, "control", with_index=True)
-    control = control[:, neurons]
-    check_finite("control", control, neurons)
-    per_concept = concept_activations(ctx, generator, items)
-    concept = torch.stack([per_concept[t][:, k] for t, k in zip(texts, neurons, strict=True)],
-                          dim=1)
-    check_finite("synthetic", concept, neurons)
     numeric = [name for name in cfg.scorer if name not in TEXT_SCORERS]
-    scores = score_all(numeric, control, concept) if numeric else {}
+    if str(cfg.n_images) == "auto":  # the control set first: it decides when to stop
+        control, control_index = ctx.activations(control_ds, "control", with_index=True)
+        sorted_control = _control(ctx, control_ds, neurons)
+        items, per_concept = synthesise_in_rounds(ctx, generator, concepts, neurons, texts,
+                                                  sorted_control)
+    else:
+        items = work_items(cache, generator, cfg.prompt.template, concepts, int(cfg.n_images))
+        all_items = [it for its in items.values() for it in its]
+        n_todo = len(pending(all_items))
+        log.info("synthesis: %d images needed, %d cached, %d to generate", len(all_items),
+                 len(all_items) - n_todo, n_todo)
+        ctx.stats["images_generated"] = synthesize(generator, all_items,
+                                                   ctx.trainer("synthesis"),
+                                                   batch_size=cfg.generator_batch_size)
+        control, control_index = ctx.activations(control_ds, "control", with_index=True)
+        sorted_control = _control(ctx, control_ds, neurons)
+        per_concept = concept_activations(ctx, generator, items)
+    control = control[:, neurons]
+    scores = score_by_count(numeric, sorted_control, control, per_concept, neurons, texts) \
+        if numeric else {}
+    same_count = len({per_concept[t].shape[0] for t in texts}) == 1
+    concept = torch.stack([per_concept[t][:, k] for t, k in zip(texts, neurons, strict=True)],
+                          dim=1) if same_count else None  # n_images=auto: counts differ
+    if str(cfg.n_images) == "auto":
+        scores["n_images"] = torch.tensor([float(len(items[t])) for t in texts])
 
     truth = model.ground_truth(layer)
     scores.update(text_scores(cfg, texts, None if truth is None else

@@ -9,6 +9,11 @@ loop for MAD (``--utest`` adds the U test against scipy's own axis-vectorised
 ``mannwhitneyu``). Both sides get the same ``[N, K]`` arrays. Prints the best time over
 ``--repeats`` runs of each, the speed-up and the largest absolute difference of the values;
 exits with status 1 if any difference exceeds ``--tol``.
+
+The sorted-control fast path (:mod:`cosy_bench.scorers.sorted`) is timed on the same arrays:
+``cold`` sorts the control set and scores (what the first job on a control set pays),
+``warm`` scores against the sorted control set a previous job cached; both are compared with
+the per-neuron loops (AUC + MAD together) and must equal ``score_all`` to ``--fast-tol``.
 """
 
 from __future__ import annotations
@@ -20,7 +25,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from cosy_bench.scorers import auc, mad, utest
+from cosy_bench.scorers import auc, mad, score_all, utest
+from cosy_bench.scorers.sorted import score_sorted, sort_control
 
 
 def make_activations(
@@ -101,6 +107,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--utest", action="store_true", help="also time utest vs scipy")
     parser.add_argument("--tol", type=float, default=1e-9, help="max allowed |difference|")
+    parser.add_argument("--fast-tol", type=float, default=1e-12,
+                        help="max |sorted path - score_all| (default 1e-12)")
     args = parser.parse_args(argv)
     if min(args.neurons, args.control, args.concept, args.repeats) < 1 or args.control < 2:
         parser.error("--neurons, --concept and --repeats must be >= 1, --control >= 2")
@@ -142,10 +150,37 @@ def main(argv: Sequence[str] | None = None) -> int:
         speed = f"{t_ref / t_ours:8.1f}x" if np.isfinite(t_ref) else f"{'':>9}"
         times = f"{t_ref:9.3f} {t_ours:9.3f}" if np.isfinite(t_ref) else f"{'':>9} {'':>9}"
         print(f"{name:<8} {reference:<28} {times} {speed} {err:10.2e}")
+    fast_ok = _bench_sorted(ctrl, conc, rows[0][2] + rows[1][2], args)
     if worst > args.tol:
         print(f"MISMATCH: max |difference| {worst:.3e} > tol {args.tol:.1e}")
         return 1
-    return 0
+    return 0 if fast_ok else 1
+
+
+def _bench_sorted(ctrl: torch.Tensor, conc: torch.Tensor, t_loop: float,
+                  args: argparse.Namespace) -> bool:
+    """Time the sorted-control path (cold and warm) against the loops' total ``t_loop``."""
+    names = ["auc", "mad"]  # what the reference loops compute
+    t_today, today = _best_time(lambda: score_all(names, ctrl, conc), args.repeats)
+    t_cold, cold = _best_time(lambda: score_sorted(names, sort_control(ctrl), conc),
+                              args.repeats)
+    sorted_ctrl = sort_control(ctrl)
+    t_warm, warm = _best_time(lambda: score_sorted(names, sorted_ctrl, conc),
+                              max(args.repeats, 5))
+    print(f"\nsorted control (scores {'+'.join(names)}; loop = the reference loops above, "
+          f"{t_loop:.3f} s)")
+    print(f"{'path':<34} {'s':>9} {'vs loop':>9} {'max|diff| vs score_all':>23}")
+    worst = 0.0
+    for label, t, out in (("score_all (sorts every call)", t_today, today),
+                          ("cold: sort_control + score_sorted", t_cold, cold),
+                          ("warm: score_sorted (sort cached)", t_warm, warm)):
+        err = max(float((out[c] - today[c]).abs().max()) for c in today)
+        worst = max(worst, err)
+        print(f"{label:<34} {t:9.4f} {t_loop / t:8.1f}x {err:23.2e}")
+    if worst > args.fast_tol:
+        print(f"MISMATCH: sorted path differs by {worst:.3e} > --fast-tol {args.fast_tol:.1e}")
+        return False
+    return True
 
 
 if __name__ == "__main__":

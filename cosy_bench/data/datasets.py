@@ -6,6 +6,7 @@ fatal: a single corrupt JPEG in 50,000 should not end a paper-scale run.
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 from pathlib import Path
@@ -13,6 +14,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
+
+from cosy_bench.data.decode import NOT_HANDLED, load_reduced
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +33,12 @@ def seeded_subset(n: int, limit: int | None, seed: int) -> list[int]:
 class ImageFolder(Dataset):
     """All images under ``root`` (recursively, sorted), optionally a seeded subset of ``limit``."""
 
+    #: short side the model's transform resizes to; set by :meth:`with_decode_size`
+    decode_min_side: int | None = None
+
     def __init__(self, root: str | None, name: str = "image_folder", limit: int | None = None,
-                 seed: int = 0, config_key: str = "dataset.root", env: str | None = None):
+                 seed: int = 0, config_key: str = "dataset.root", env: str | None = None,
+                 decode: str = "reduced"):
         if env:
             config_key = f"{config_key} or the environment variable {env}"
         if root in (None, "", "???"):
@@ -47,13 +54,31 @@ class ImageFolder(Dataset):
                              f"({', '.join(IMAGE_EXTENSIONS)}) (set {config_key})")
         files = [files[i] for i in seeded_subset(len(files), limit, seed)]
         self.files = files
-        self.name = f"{name}:{self.root.resolve()}:n{len(files)}" + (f":s{seed}" if limit else "")
+        if decode not in ("reduced", "full"):
+            raise ValueError(f"dataset.decode must be 'reduced' or 'full', got {decode!r}")
+        self.decode = decode  # "reduced": JPEGs decoded at the size the transform needs
+        self.name = (f"{name}:{self.root.resolve()}:n{len(files)}" + (f":s{seed}" if limit else "")
+                     + (":reduced" if decode == "reduced" else ""))
         self.skipped: list[str] = []
+
+    def with_decode_size(self, min_side: int | None) -> ImageFolder:
+        """This folder, decoding JPEGs at the smallest scale with a short side of at least
+        ``min_side`` (:func:`cosy_bench.data.decode.load_reduced`) when ``decode`` is
+        ``"reduced"``; the same folder otherwise."""
+        if self.decode != "reduced" or not min_side:
+            return self
+        other = copy.copy(self)
+        other.decode_min_side = int(min_side)
+        return other
 
     def __len__(self) -> int:
         return len(self.files)
 
     def __getitem__(self, i: int) -> Image.Image | None:
+        if self.decode_min_side:
+            image = load_reduced(self.files[i], self.decode_min_side)
+            if image is not NOT_HANDLED:
+                return image
         return load_image(self.files[i])
 
 

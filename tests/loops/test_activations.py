@@ -1,0 +1,65 @@
+"""The activation pass's speed options change nothing but float rounding."""
+
+from __future__ import annotations
+
+import lightning as L
+import pytest
+import torch
+import torchvision
+
+from cosy_bench.data import SyntheticControlSet
+from cosy_bench.loops.activations import (
+    AUTO_WORKERS_MIN_IMAGES,
+    available_cores,
+    collect_activations,
+    resolve_num_workers,
+)
+from cosy_bench.models.layers import LayerExtractor, LayerSpec
+from cosy_bench.models.preprocess import standard
+
+
+def _trainer():
+    return L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
+                     enable_model_summary=False, enable_checkpointing=False)
+
+
+def test_resolve_num_workers(monkeypatch):
+    assert resolve_num_workers(3) == 3 and resolve_num_workers("2") == 2
+    assert resolve_num_workers("auto", AUTO_WORKERS_MIN_IMAGES - 1) == 0
+    auto = resolve_num_workers("auto", 10_000)
+    assert auto == max(1, min(8, available_cores() - 1))
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", str(4 * available_cores()))
+    assert resolve_num_workers("auto", 10_000) == 1  # at least one per rank
+    with pytest.raises(ValueError, match="num_workers"):
+        resolve_num_workers("many")
+    with pytest.raises(ValueError, match="num_workers"):
+        resolve_num_workers(-1)
+
+
+def test_fast_options_equal_the_plain_pass():
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18().eval()
+    transform = standard(72, 64, [0.5] * 3, [0.25] * 3)
+    data = SyntheticControlSet(n=10, size=80)
+
+    def run(layer, **kwargs):
+        plain = torchvision.models.resnet18().eval()
+        plain.load_state_dict(model.state_dict())
+        return collect_activations(LayerExtractor(plain, LayerSpec(layer, layer)), data,
+                                   transform, _trainer(), batch_size=4, **kwargs)
+
+    for layer in ("layer2", "avgpool"):
+        ref, index = run(layer, num_workers=0, channels_last=False)
+        assert index.tolist() == list(range(10))
+        fast, _ = run(layer, num_workers=2, channels_last=True)
+        assert fast.is_contiguous() and fast.dtype == torch.float32
+        assert torch.allclose(fast, ref, rtol=1e-4, atol=1e-5)
+        same, _ = run(layer, num_workers=1, channels_last=False)
+        assert torch.equal(same, ref)  # workers change nothing
+
+
+def test_bad_precision_is_a_clear_error():
+    from cosy_bench.loops.activations import ActivationModule
+
+    with pytest.raises(ValueError, match="precision"):
+        ActivationModule(torch.nn.Identity(), precision="int8")

@@ -1,0 +1,116 @@
+"""The sorted-control fast path equals score_all, and its cache entry follows the activations."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from cosy_bench.scorers import score_all
+from cosy_bench.scorers.sorted import SortedControl, score_sorted, sort_control
+
+ALL = ["auc", "mad", "utest"]
+
+
+def _tied(rows: int, k: int, seed: int, shift: float = 0.0) -> torch.Tensor:
+    """ReLU'd values on a 0.1 grid: many exact ties and zeros; neuron 0 is dead."""
+    gen = torch.Generator().manual_seed(seed)
+    x = ((torch.randn(rows, k, generator=gen) + shift).clamp_min(0) * 10).round() / 10
+    x[:, 0] = 0.0
+    return x
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.int64])
+def test_sorted_path_equals_score_all(dtype):
+    scale = 10 if dtype == torch.int64 else 1  # integers: the 0.1 grid times 10
+    control = (_tied(500, 9, 0) * scale).to(dtype)
+    concept = (_tied(13, 9, 1, shift=1.0) * scale).to(dtype)
+    ref = score_all(ALL, control, concept)
+    sorted_control = sort_control(control)
+    fast = score_sorted(ALL, sorted_control, concept)
+    assert torch.equal(sorted_control.values, torch.sort(control.T.to(
+        sorted_control.values.dtype), dim=1).values)  # sorting left the values intact
+    assert list(fast) == list(ref) == ["auc", "mad", "utest_u", "utest_p"]
+    for name in ref:
+        assert torch.allclose(fast[name], ref[name], rtol=0, atol=1e-12), name
+    assert torch.equal(fast["auc"], ref["auc"])  # the same integer counts
+    assert fast["mad"][0] == 0.0 and fast["auc"][0] == 0.5  # dead neuron: MAD 0
+
+
+def test_mixed_dtypes_compare_exactly():
+    control = torch.tensor([[0.1], [0.2], [0.3]], dtype=torch.float32)
+    concept = torch.tensor([[0.2]], dtype=torch.float64)  # not float32's 0.2: above it
+    ref = score_all(["auc"], control, concept)["auc"]
+    assert torch.equal(score_sorted(["auc"], sort_control(control), concept)["auc"], ref)
+
+
+def test_select_scores_a_subset_of_neurons():
+    control, concept = _tied(300, 12, 2), _tied(20, 12, 3, shift=0.5)
+    neurons = [7, 2, 11]
+    fast = score_sorted(["auc", "mad"], sort_control(control).select(neurons),
+                        concept[:, neurons])
+    ref = score_all(["auc", "mad"], control[:, neurons], concept[:, neurons])
+    assert torch.equal(fast["auc"], ref["auc"])
+    assert torch.allclose(fast["mad"], ref["mad"], rtol=0, atol=1e-12)
+
+
+def test_round_trip_through_tensors_keeps_every_field():
+    s = sort_control(_tied(50, 4, 4))
+    back = SortedControl.from_tensors(s.to_tensors())
+    assert all(torch.equal(a, b) for a, b in zip(s, back, strict=True)) and back.n == 50
+    assert torch.equal(back.values, torch.sort(_tied(50, 4, 4).T, dim=1).values)
+
+
+def test_nan_in_control_stops_only_the_neurons_scored():
+    control, concept = _tied(40, 5, 5), _tied(6, 5, 8)
+    control[7, 3] = float("nan")
+    sorted_control = sort_control(control)
+    with pytest.raises(ValueError, match="NaN in neuron 3"):
+        score_sorted(["auc"], sorted_control, concept)
+    keep = [0, 1, 4]
+    assert torch.equal(score_sorted(["auc"], sorted_control.select(keep), concept[:, keep])["auc"],
+                       score_all(["auc"], control[:, keep], concept[:, keep])["auc"])
+
+
+def test_wrong_neuron_count_is_a_clear_error():
+    with pytest.raises(ValueError, match="select the same neurons"):
+        score_sorted(["auc"], sort_control(_tied(40, 5, 6)), _tied(4, 3, 7))
+    with pytest.raises(ValueError, match="unknown"):
+        score_sorted(["nope"], sort_control(_tied(40, 5, 6)), _tied(4, 5, 7))
+
+
+def test_cache_entry_is_derived_from_and_invalidated_with_the_activations(compose, smoke,
+                                                                          tmp_path):
+    from hydra.utils import instantiate
+
+    from cosy_bench.cache.store import Cache, save_tensors_atomic
+    from cosy_bench.context import RunContext
+    from cosy_bench.models import create_model
+
+    cfg = compose(smoke(tmp_path / "cache", "dataset.n=6"))
+    model = create_model(cfg.model, seed=0)
+    ctx = RunContext(cfg, Cache(cfg.paths.cache_dir), model, model.layer(cfg.layer.name),
+                     None, 0)
+    dataset = instantiate(cfg.dataset)
+    source = ctx.activations_path(dataset)
+    acts = torch.arange(6 * 4, dtype=torch.float32).reshape(6, 4).flip(0)
+    save_tensors_atomic(source, {"activations": acts, "index": torch.arange(6),
+                                 "skipped": torch.tensor(0)})
+
+    first = ctx.sorted_control(dataset)
+    assert torch.equal(first.values, acts.T.flip(1)) and ctx.stats["control_skipped"] == 0
+    assert ctx.stats["control_activations_computed"] is False  # sorted now, not computed
+    entries = sorted(source.parent.glob(f"{source.stem}.sorted-*"))
+    assert len(entries) == 1
+    assert torch.equal(ctx.sorted_control(dataset).values, first.values)  # read back
+
+    # the activations are computed again (a new file): the sorted entry follows them
+    save_tensors_atomic(source, {"activations": -acts, "index": torch.arange(6),
+                                 "skipped": torch.tensor(0)})
+    st = source.stat()
+    os.utime(source, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+    second = ctx.sorted_control(dataset)
+    assert torch.equal(second.values, (-acts).T.sort(dim=1).values)
+    assert sorted(source.parent.glob(f"{source.stem}.sorted-*")) != entries
+    assert len(list(source.parent.glob(f"{source.stem}.sorted-*"))) == 1  # stale one removed

@@ -200,7 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                             enable_checkpointing=False)
         extractor = LayerExtractor(fast_model, LayerSpec(layer, layer))
         t0 = time.perf_counter()
-        acts, _ = collect_activations(extractor, ImageFolder(str(folder), name="bench"),
+        acts, _ = collect_activations(extractor, ImageFolder(str(folder), name="bench", decode="reduced"),
                                       transform, trainer, batch_size=args.batch_size,
                                       num_workers=args.workers, precision=args.precision)
         t_fast = time.perf_counter() - t0

@@ -38,7 +38,7 @@ class ImageFolder(Dataset):
 
     def __init__(self, root: str | None, name: str = "image_folder", limit: int | None = None,
                  seed: int = 0, config_key: str = "dataset.root", env: str | None = None,
-                 decode: str = "reduced"):
+                 decode: str = "full"):
         if env:
             config_key = f"{config_key} or the environment variable {env}"
         if root in (None, "", "???"):

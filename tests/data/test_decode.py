@@ -62,7 +62,8 @@ def test_unreadable_jpeg_is_none(tmp_path, caplog):
 def test_image_folder_decodes_reduced_only_when_asked(tmp_path):
     _photo(tmp_path / "a.jpg", 1024, 768)
     _photo(tmp_path / "b.png", 1024, 768, fmt="PNG")
-    folder = ImageFolder(str(tmp_path))
+    assert ImageFolder(str(tmp_path)).decode == "full"  # faithful by default
+    folder = ImageFolder(str(tmp_path), decode="reduced")
     assert folder.name.endswith(":reduced") and folder[0].size == (1024, 768)
     sized = folder.with_decode_size(256)
     assert sized[0].size == (512, 384) and sized[1].size == (1024, 768)  # PNG: full

@@ -2,8 +2,9 @@
 
 Layers, each importing only from those below it (``tests/test_layout.py`` checks it):
 
-1. ``scorers``, ``prompts``, ``distributed``, ``cache``, ``data``, ``generators``, ``models``,
-   ``toyworld`` (the runtime world: its renderer, generator, data, model and CLIP);
+1. ``scorers``, ``prompts``, ``schema`` (the typed config), ``distributed``, ``cache``,
+   ``data``, ``generators``, ``models``, ``toyworld`` (the runtime world: its renderer,
+   generator, data, model and CLIP);
 2. ``loops``: the Lightning predict loops (activations, synthesis, exemplars);
 3. ``context``: what a run hands every stage and explainer;
 4. ``explainers``;

@@ -16,6 +16,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from cosy_bench.cache.claims import compute_once
+from cosy_bench.cache.fingerprint import dataset_fingerprint, module_fingerprint
 from cosy_bench.cache.store import Cache, save_tensors_atomic, stable_hash
 from cosy_bench.distributed.ranks import agreed, broadcast_object, is_rank_zero
 from cosy_bench.loops.activations import collect_activations, resolve_num_workers
@@ -49,15 +50,27 @@ class RunContext:
             return instantiate(self.cfg.trainer, callbacks=[progress_bar(name)])
         return instantiate(self.cfg.trainer)
 
+    #: content fingerprint of the loaded weights (:func:`module_fingerprint`), made once
+    _weights_digest: str | None = field(default=None, init=False, repr=False)
+
     @property
     def model_key(self) -> dict:
+        """The model part of every cache key: the weights by content, not by name or path."""
+        if self._weights_digest is None:
+            self._weights_digest = module_fingerprint(self.model.module)
         return {"model": self.model.name, "weights": self.model.weights_id,
+                "weights_sha256": self._weights_digest,
                 "layer": self.layer.name, "module": self.layer.module,
                 "reduction": self.layer.reduction}
 
+    def dataset_key(self, dataset) -> dict:
+        """The dataset part of a cache key: its name and, for image files, their contents."""
+        fingerprint = dataset_fingerprint(dataset, self.cache.root / "fingerprints")
+        return {"dataset": dataset.name, **({"content": fingerprint} if fingerprint else {})}
+
     def activations_path(self, dataset) -> Path:
         """Where the activations of the layer on ``dataset`` are cached."""
-        key = stable_hash({**self.model_key, "dataset": dataset.name})
+        key = stable_hash({**self.model_key, **self.dataset_key(dataset)})
         return self.cache.path("activations", key, ".safetensors")
 
     def activations(self, dataset, what: str = "control", with_index: bool = False):
@@ -135,7 +148,7 @@ class RunContext:
         """MILAN's exemplars of every unit of the layer on ``dataset`` (top-k images by the
         spatial max, their activation maps and the units' quantile levels), cached by
         (model, layer, dataset, settings)."""
-        key = stable_hash({**self.model_key, "dataset": dataset.name, "k": k,
+        key = stable_hash({**self.model_key, **self.dataset_key(dataset), "k": k,
                            "quantile": quantile, "quantile_samples": quantile_samples,
                            "seed": seed, "spatial": self.layer.spatial})
         path = self.cache.path("exemplars", key, ".safetensors")

@@ -6,24 +6,28 @@ Every expensive stage is cached in ``paths.cache_dir`` (the services of
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
+from cosy_bench.cache.checked import load_tensors_checked
+from cosy_bench.cache.claims import split_work
+from cosy_bench.cache.hygiene import check_cache_dir, clean_debris
 from cosy_bench.cache.store import (
     Cache,
     RankAgreedCache,
     save_tensors_atomic,
     stable_hash,
-    write_text_atomic,
+    write_text_checked,
 )
 from cosy_bench.context import RunContext, count_neurons
 from cosy_bench.data.datasets import ImageFiles
-from cosy_bench.distributed.ranks import agreed, is_rank_zero
+from cosy_bench.distributed.ranks import is_rank_zero
 from cosy_bench.explainers.base import Explainer, Explanations
 from cosy_bench.generators.base import Generator, image_seed
 from cosy_bench.loops.activations import collect_activations
@@ -32,7 +36,9 @@ from cosy_bench.models import create_model
 from cosy_bench.models.layers import LayerExtractor
 from cosy_bench.prompts import make_prompt
 from cosy_bench.record import RunRecord
+from cosy_bench.schema import validate
 from cosy_bench.scorers import SCORE_COLUMNS, score_all
+from cosy_bench.scorers.cosy import NEAR_CONSTANT_RTOL, near_constant
 from cosy_bench.scorers.label_similarity import TEXT_SCORERS, label_similarity
 from cosy_bench.scorers.sorted import SORTED_SCORERS, SortedControl, score_sorted
 from cosy_bench.scorers.stopping import decided
@@ -40,18 +46,53 @@ from cosy_bench.scorers.stopping import decided
 log = logging.getLogger("cosy_bench")
 
 
+def _folders_in(node):
+    """The dataset configs read from a folder (``_target_`` and ``root``) inside ``node``."""
+    if isinstance(node, DictConfig):
+        node = OmegaConf.to_container(node, resolve=True)
+    if isinstance(node, Mapping):
+        if "_target_" in node and node.get("root") not in (None, "", "???"):
+            yield node
+        for value in node.values():
+            yield from _folders_in(value)
+    elif isinstance(node, (list, tuple)):
+        for value in node:
+            yield from _folders_in(value)
+
+
+def folder_contents(ctx: RunContext, settings: dict) -> list[str]:
+    """Content fingerprints of the image folders an explainer's settings name (its probe
+    set), so that explanations are recomputed when a folder's images change. A folder that
+    cannot be listed adds nothing: the explainer reports it if it has to run."""
+    out = []
+    for node in _folders_in(settings):
+        try:
+            dataset = instantiate(node)
+        except (OSError, ValueError, InstantiationException) as err:
+            log.debug("no content fingerprint for %s: %s", node.get("root"), err)
+            continue
+        out.append(ctx.dataset_key(dataset).get("content", dataset.name))
+    return out
+
+
 def explain(ctx: RunContext, explainer: Explainer) -> Explanations:
-    """The explainer's output for this model and layer, cached by all that determines it."""
-    key = {"explainer": explainer.cache_key(), **ctx.model_key}
+    """The explainer's output for this model and layer, cached by all that determines it:
+    its settings, the model's weights (by content) and the contents of its probe folders."""
+    settings = explainer.cache_key()
+    key = {"explainer": settings, **ctx.model_key}
+    contents = folder_contents(ctx, settings)
+    if contents:
+        key["folder_contents"] = contents
     if explainer.explains_wanted_only:
         key["neurons"] = ctx.wanted
     if ctx.layer.spatial:  # where unit maps are read (MILAN's masks)
         key["spatial"] = ctx.layer.spatial
     key = stable_hash(key)
     path = ctx.cache.path("explanations", key, ".csv")
-    if agreed(path.exists()):  # rank 0 decides: the explainer may run predict loops
+    text = ctx.cache.read_text(path)  # verified; rank 0 decides (predict loops may follow)
+    if text is not None:
         log.info("explanations (%s): cache hit", explainer.name)
-        return Explanations.from_csv(path.read_text(encoding="utf-8"))
+        return Explanations.from_csv(text)
     expl = explainer.explain(ctx)
     bad = [k for k in expl.texts if not 0 <= k < ctx.num_neurons]
     if bad:
@@ -60,7 +101,7 @@ def explain(ctx: RunContext, explainer: Explainer) -> Explanations:
     empty = [k for k, t in expl.texts.items() if not str(t).strip()]
     if empty:
         raise ValueError(f"explainer {explainer.name!r} gave empty explanations for neurons {empty[:10]}")
-    write_text_atomic(path, expl.to_csv())
+    write_text_checked(path, expl.to_csv())
     return expl
 
 
@@ -104,33 +145,82 @@ def _concept_path(ctx: RunContext, generator: Generator, its: list[WorkItem]) ->
     return ctx.cache.path("concept_activations", key, ".safetensors")
 
 
+#: images per claimed share of the synthesis and concept-activation work
+SHARE_IMAGES = 200
+
+
+def _share(n_images: int) -> int:
+    """Concepts per claim: about :data:`SHARE_IMAGES` images, so that jobs started together
+    split the concepts while each predict loop still gets several batches."""
+    return max(1, SHARE_IMAGES // max(1, n_images))
+
+
+def synthesise(ctx: RunContext, generator: Generator, items: dict[str, list[WorkItem]]) -> int:
+    """Generate the missing images of ``items``, concept by concept under claims, so that jobs
+    sharing the cache split the concepts. Returns how many images this job generated."""
+    generated = 0
+    trainer = ctx.trainer("synthesis")
+    all_items = [it for its in items.values() for it in its]
+    missing = pending(all_items) if is_rank_zero() else []  # verified; damaged moved aside
+    log.info("synthesis: %d images needed, %d cached, %d to generate", len(all_items),
+             len(all_items) - len(missing), len(missing))
+    unchecked = {it.concept for it in missing}
+    seen: set[str] = set()
+
+    def done(concept: str) -> bool:  # the first look is the check above; later ones look again
+        if concept not in seen:
+            seen.add(concept)
+            return concept not in unchecked
+        return not pending(items[concept])
+
+    def work(concepts: list[str]) -> None:
+        nonlocal generated
+        generated += synthesize(generator, [it for c in concepts for it in items[c]], trainer,
+                                batch_size=ctx.cfg.generator_batch_size)
+
+    split_work(list(items), done, work,
+               path_of=lambda c: Path(items[c][0].path).parent,
+               chunk=_share(ctx.cfg.n_images), what="synthesis")
+    return generated
+
+
 def concept_activations(ctx: RunContext, generator: Generator, items: dict[str, list[WorkItem]]
                         ) -> dict[str, torch.Tensor]:
-    """Per concept, activations [M, K] of the layer on its synthetic images (cached)."""
-    out, todo = {}, []
-    for concept, its in items.items():
-        path = _concept_path(ctx, generator, its)
-        cached = ctx.cache.load_tensors(path)
-        if cached is not None:
+    """Per concept, activations [M, K] of the layer on its synthetic images (cached, each
+    concept computed by one of the jobs sharing the cache, under a claim)."""
+    paths = {concept: _concept_path(ctx, generator, its) for concept, its in items.items()}
+    out: dict[str, torch.Tensor] = {}
+    trainer = ctx.trainer("concept activations")
+
+    def work(concepts: list[str]) -> None:
+        # one pass per concept: its batches never depend on which concepts share the claim,
+        # so a concept's activations are the same bytes whichever job or rerun makes them
+        log.info("concept activations: computing %d sets", len(concepts))
+        for c in concepts:
+            files = [Path(it.path) for it in items[c]]
+            acts, index = collect_activations(ctx.extractor, ImageFiles(files),
+                                              ctx.model.transform, trainer,
+                                              batch_size=ctx.cfg.batch_size,
+                                              num_workers=ctx.cfg.num_workers)
+            if len(index) != len(files):
+                raise RuntimeError(f"{len(files) - len(index)} synthetic images could not be "
+                                   f"read; delete them from {ctx.cache.root / 'images'} and "
+                                   "run again")
+            out[c] = acts
+            if is_rank_zero():
+                save_tensors_atomic(paths[c], {"activations": acts})
+
+    computed = split_work(list(items), lambda c: load_tensors_checked(paths[c]) is not None,
+                          work, path_of=paths.__getitem__, chunk=_share(ctx.cfg.n_images),
+                          what="concept activations")
+    ctx.stats["concept_activation_sets_computed"] = computed
+    for concept in items:
+        if concept not in out:
+            cached = ctx.cache.load_tensors(paths[concept])
+            if cached is None:
+                raise RuntimeError(f"concept activations of {concept!r} are missing from "
+                                   f"{paths[concept]} after their claim was released")
             out[concept] = cached["activations"]
-        else:
-            todo.append((concept, its, path))
-    ctx.stats["concept_activation_sets_computed"] = len(todo)
-    if todo:
-        files = [Path(it.path) for _, its, _ in todo for it in its]
-        acts, index = collect_activations(ctx.extractor, ImageFiles(files), ctx.model.transform,
-                                          ctx.trainer("concept activations"),
-                                          batch_size=ctx.cfg.batch_size,
-                                          num_workers=ctx.cfg.num_workers)
-        if len(index) != len(files):
-            raise RuntimeError(f"{len(files) - len(index)} synthetic images could not be read; "
-                               f"delete them from {ctx.cache.root / 'images'} and run again")
-        start = 0
-        for concept, its, path in todo:
-            block = acts[start:start + len(its)]
-            start += len(its)
-            save_tensors_atomic(path, {"activations": block})
-            out[concept] = block
     return out
 
 
@@ -269,7 +359,11 @@ def _control(ctx: RunContext, dataset, neurons: list[int]) -> SortedControl:
 def run(cfg: DictConfig, output_dir: str | Path):
     """Run one configuration end to end; writes and returns its :class:`~cosy_bench.record.RunRecord`."""
     output_dir = Path(output_dir)
+    validate(cfg)
+    check_cache_dir(cfg.paths.cache_dir)
     cache = RankAgreedCache(cfg.paths.cache_dir)  # under DDP, rank 0 decides what is cached
+    if is_rank_zero():
+        clean_debris(cache.root)
     model = create_model(cfg.model, seed=cfg.seed)
     layer = model.layer(cfg.layer.name)
     extractor = LayerExtractor(model.module, layer)
@@ -297,13 +391,7 @@ def run(cfg: DictConfig, output_dir: str | Path):
                                                   sorted_control)
     else:
         items = work_items(cache, generator, cfg.prompt.template, concepts, int(cfg.n_images))
-        all_items = [it for its in items.values() for it in its]
-        n_todo = len(pending(all_items))
-        log.info("synthesis: %d images needed, %d cached, %d to generate", len(all_items),
-                 len(all_items) - n_todo, n_todo)
-        ctx.stats["images_generated"] = synthesize(generator, all_items,
-                                                   ctx.trainer("synthesis"),
-                                                   batch_size=cfg.generator_batch_size)
+        ctx.stats["images_generated"] = synthesise(ctx, generator, items)
         control, control_index = ctx.activations(control_ds, "control", with_index=True)
         sorted_control = _control(ctx, control_ds, neurons)
         per_concept = concept_activations(ctx, generator, items)
@@ -315,6 +403,11 @@ def run(cfg: DictConfig, output_dir: str | Path):
                           dim=1) if same_count else None  # n_images=auto: counts differ
     if str(cfg.n_images) == "auto":
         scores["n_images"] = torch.tensor([float(len(items[t])) for t in texts])
+    flat = [neurons[i] for i in near_constant(control).nonzero().flatten().tolist()]
+    ctx.stats["near_constant_neurons"] = flat
+    if flat:
+        log.warning("%d neurons have (near-)constant control activations (std below %g of "
+                    "their scale), MAD 0: %s", len(flat), NEAR_CONSTANT_RTOL, flat[:20])
 
     truth = model.ground_truth(layer)
     scores.update(text_scores(cfg, texts, None if truth is None else

@@ -27,8 +27,10 @@ def main(cfg: DictConfig) -> float | None:
     from cosy_bench.distributed.session import session
     from cosy_bench.loggers import sweep_group
     from cosy_bench.record import RunRecord
+    from cosy_bench.schema import validate
 
     quiet()  # again in the job's process: submitit unpickles main without importing this module
+    validate(cfg)  # the typed config (cosy_bench/schema.py), before any work
     hc = HydraConfig.get()
     output_dir = Path(hc.runtime.output_dir)
     try:

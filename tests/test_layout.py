@@ -18,7 +18,7 @@ PACKAGE = REPO / "cosy_bench"
 #: layer of each room (top-level module or package; ``toyworld.training`` on its own)
 LAYERS = {
     "scorers": 1, "prompts": 1, "distributed": 1, "cache": 1, "data": 1, "generators": 1,
-    "models": 1, "toyworld": 1,
+    "models": 1, "toyworld": 1, "schema": 1,
     "loops": 2,
     "context": 3,
     "explainers": 4,

@@ -15,6 +15,7 @@ from cosy_bench.scorers import (
     SCORERS,
     auc,
     mad,
+    near_constant,
     score_all,
     utest,
     utest_p,
@@ -113,6 +114,31 @@ def test_constant_control_column_gives_mad_zero():
     assert scores[0].item() > 3 and scores[3].item() > 3
     # AUC is unaffected by the MAD convention: concept is above the constant control
     assert auc(control, concept)[1].item() == 1.0
+
+
+def test_near_constant_control_columns_give_mad_zero_not_1e7():
+    """Identical images in different batches: columns differing in their last bits."""
+    gen = torch.Generator().manual_seed(4)
+    control = torch.randn(500, 4, generator=gen)
+    control[:, 1] = 3.25 + 1e-6 * torch.randn(500, generator=gen)  # float32 rounding noise
+    control[:, 2] = -120.0 + 2e-4 * torch.randn(500, generator=gen)  # relative 1.7e-6
+    control[:, 3] = 1e-3 * torch.randn(500, generator=gen)  # small but really spread
+    concept = control[:10] + 0.5
+    exact_std = mad(control, concept, rtol=0.0)  # the old guard: exactly equal values only
+    assert exact_std[1].abs().item() > 1e5 and exact_std[2].abs().item() > 1e3
+    scores = mad(control, concept)
+    assert scores[1].item() == 0.0 and scores[2].item() == 0.0
+    assert scores[0].item() != 0.0 and scores[3].abs().item() > 100
+    assert near_constant(control).tolist() == [False, True, True, False]
+    assert score_all(["mad"], control, concept)["mad"].tolist() == scores.tolist()
+
+
+def test_near_constant_tolerance_is_relative_to_the_column_scale():
+    base = torch.linspace(-1, 1, 100, dtype=torch.float64)[:, None]
+    for scale in (1e-6, 1.0, 1e6):
+        control = torch.cat([scale + base * scale * 1e-6, scale + base * scale * 1e-3], dim=1)
+        assert near_constant(control).tolist() == [True, False], scale
+    assert near_constant(torch.zeros(5, 1)).tolist() == [True]
 
 
 def test_k_equal_one():

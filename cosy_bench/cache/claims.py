@@ -1,17 +1,22 @@
 """Claims on shared cache files: one process among all jobs sharing the cache computes
 an artefact, the others wait and read it.
 
-:func:`compute_once` takes an atomic claim file ``<artefact>.lock`` created with
-``O_CREAT | O_EXCL`` holding pid, host and time, refreshed by a heartbeat while the holder
-works. A claim whose process is dead (same host) or whose heartbeat is older than
-``stale_after`` seconds (any host) is taken over. Artefacts are written atomically
-(temporary file, then rename), so no one ever reads a half-written file.
+:func:`compute_once` takes an atomic claim file ``<artefact>.lock`` holding pid, host and
+time, refreshed by a heartbeat while the holder works. The claim is written whole to a
+temporary file first and then hard-linked to its name (``link`` fails if the name exists), so
+an empty or half-written claim never exists; should one appear anyway (a file system without
+hard links, an outside edit), it is stale once ``UNREADABLE_AFTER`` seconds old. A claim whose
+process is dead (same host) or whose heartbeat is older than ``stale_after`` seconds (any
+host) is taken over. Artefacts are written atomically (temporary file, then rename), so no
+one ever reads a half-written file. :func:`split_work` claims many artefacts one by one, so
+that jobs started together share the work.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import json
 import logging
 import os
@@ -24,9 +29,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cosy_bench.distributed.ranks import broadcast_object, is_rank_zero
+from cosy_bench.distributed.ranks import agreed, broadcast_object, is_rank_zero
 
 log = logging.getLogger("cosy_bench")
+
+#: seconds after which a claim that cannot be parsed is stale (a claim is written whole)
+UNREADABLE_AFTER = 5.0
+
+
+def writer_tag() -> str:
+    """``<pid>@<host hash>``: temporary files carry it, so a cleaner can tell a dead writer's."""
+    host = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+    return f"{os.getpid()}@{host}"
 
 
 @dataclass
@@ -86,7 +100,10 @@ def claim_is_stale(lock: Path, stale_after: float) -> bool:
         return False
     if age > stale_after:
         return True
-    info = read_claim(lock) or {}
+    info = read_claim(lock)
+    if info == {} and age > UNREADABLE_AFTER:
+        return True  # claims are written whole: an unparseable one is debris
+    info = info or {}
     pid = info.get("pid")
     return (info.get("host") == socket.gethostname() and isinstance(pid, int)
             and not _pid_alive(pid))
@@ -124,23 +141,42 @@ def _break(lock: Path, stale_after: float) -> None:
             breaker.unlink()
 
 
+def _create_claim(lock: Path, token: str) -> bool:
+    """Create ``lock`` holding this process's claim, whole or not at all; False if it exists."""
+    text = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "time": time.time(),
+                       "token": token})
+    tmp = lock.with_name(f".{lock.name}.{writer_tag()}.{token[:8]}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    try:
+        os.link(tmp, lock)
+        return True
+    except FileExistsError:
+        return False
+    except OSError:  # no hard links on this file system: exclusive create, then write
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        return True
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
 def try_claim(path: str | os.PathLike, stale_after: float = 600.0) -> Claim | None:
     """Claim the right to compute ``path``: a :class:`Claim` if this process got it, None if
     a live holder has it. A stale holder (see :func:`claim_is_stale`) is taken over."""
     lock = lock_path(path)
     lock.parent.mkdir(parents=True, exist_ok=True)
     for _ in range(2):
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
+        token = uuid.uuid4().hex
+        if not _create_claim(lock, token):
             if claim_is_stale(lock, stale_after):
                 _break(lock, stale_after)
                 continue
             return None
-        token = uuid.uuid4().hex
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump({"pid": os.getpid(), "host": socket.gethostname(), "time": time.time(),
-                       "token": token}, f)
         claim = Claim(lock, token)
         threading.Thread(target=_heartbeat, args=(claim, max(0.5, stale_after / 5)),
                          daemon=True, name="cosy-claim-heartbeat").start()
@@ -189,10 +225,15 @@ def compute_once(path: str | os.PathLike, compute: Callable[[], Any],
                     state = "compute"
         state = broadcast_object(state)
         if state == "hit":
+            value = load(path)  # None: it did not verify and was moved aside
+            if not agreed(value is not None):
+                continue
+            if value is None:  # rank 0 read it; a shared file system may show it later here
+                value = load(wait_for_file(path))
             if said:
                 log.info("%s: made by another process, read after %.1f s", what,
                          time.monotonic() - since)
-            return load(wait_for_file(path)), False
+            return value, False
         if state == "compute":
             try:
                 value = compute()
@@ -209,3 +250,53 @@ def compute_once(path: str | os.PathLike, compute: Callable[[], Any],
                          info.get("pid"), info.get("host"))
                 said = True
             time.sleep(poll)
+
+
+def split_work(units: list, done: Callable[[Any], bool], work: Callable[[list], None], *,
+               path_of: Callable[[Any], Path], chunk: int = 1, what: str = "work",
+               stale_after: float = 600.0, poll: float = 1.0) -> int:
+    """Do every unit of ``units`` not ``done`` yet, sharing them with the other jobs of the
+    cache: claim up to ``chunk`` free units (a claim on ``path_of(unit)``), ``work`` on
+    them, release; when every missing unit is held by another job, wait for it and check it
+    (a dead holder's unit is taken over). Returns how many units this job did.
+
+    Under DDP call it on every rank: rank 0 checks, claims and tells the others which units
+    to ``work`` on together (``work`` may run a predict loop); ``done`` runs on rank 0 only.
+    """
+    leader = is_rank_zero()
+    todo = [u for u in units if not done(u)] if leader else []
+    did, said = 0, False
+    while True:
+        mine, claims, waiting = [], [], []
+        if leader:
+            for u in list(todo):
+                if len(mine) >= chunk:
+                    break
+                claim = try_claim(path_of(u), stale_after)
+                if claim is None:
+                    waiting.append(u)
+                elif done(u):  # finished by another job just before we claimed it
+                    claim.release()
+                    todo.remove(u)
+                else:
+                    mine.append(u)
+                    claims.append(claim)
+        mine = agreed(mine)
+        if mine:
+            try:
+                work(mine)
+            finally:
+                for claim in claims:
+                    claim.release()
+            did += len(mine)
+            todo = [u for u in todo if u not in mine]
+            continue
+        if leader and waiting and not said:
+            log.info("%s: %d held by other jobs; waiting", what, len(waiting))
+            said = True
+        if leader:
+            todo = [u for u in todo if not (read_claim(lock_path(path_of(u))) is None
+                                            and done(u))]
+        if not agreed(bool(todo)):
+            return did
+        time.sleep(poll)

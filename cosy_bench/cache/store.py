@@ -4,7 +4,8 @@ Every expensive artefact is stored under a key derived from everything that dete
 (``stable_hash`` of a JSON-able description), never from raw explanation text: texts hold
 ``/``, quotes, unicode and can be hundreds of characters long. Files are written atomically
 (temporary file in the same folder, then ``os.replace``), so an interrupted run leaves
-nothing half-written that a later run would read.
+nothing half-written that a later run would read. Tensors and texts are written with a
+checksum and :class:`Cache` reads only what verifies (:mod:`cosy_bench.cache.checked`).
 """
 
 from __future__ import annotations
@@ -19,10 +20,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
-from cosy_bench.cache.claims import wait_for_file
-from cosy_bench.distributed.ranks import agreed, is_distributed
+from cosy_bench.cache.checked import (
+    encode_text,
+    load_tensors_checked,
+    read_text_checked,
+    with_digest,
+)
+from cosy_bench.cache.claims import wait_for_file, writer_tag
+from cosy_bench.distributed.ranks import agreed, is_distributed, is_rank_zero
 
 
 def stable_hash(obj: Any, length: int = 16) -> str:
@@ -47,7 +54,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; move it into place only if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{writer_tag()}.",
+                               suffix=".tmp")
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -68,8 +76,16 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
 
 def save_tensors_atomic(path: str | os.PathLike, tensors: dict[str, torch.Tensor],
                         metadata: dict[str, str] | None = None) -> None:
+    """Write ``tensors`` atomically with their checksum in the metadata (``cache.checked``)."""
     with atomic_path(path) as tmp:
-        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp),
+                  metadata=with_digest(tensors, metadata))
+
+
+def write_text_checked(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` atomically behind a checksum line; read it with ``Cache.read_text``."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(encode_text(text))
 
 
 def download_text(url: str, target: Path, what: str, hint: str, timeout: float = 60) -> Path:
@@ -99,7 +115,12 @@ class Cache:
         return self.root / kind / f"{key}{suffix}"
 
     def load_tensors(self, path: Path) -> dict[str, torch.Tensor] | None:
-        return load_file(str(path)) if path.exists() else None
+        """The verified tensors of ``path``; None if missing or corrupt (moved aside)."""
+        return load_tensors_checked(path)
+
+    def read_text(self, path: Path) -> str | None:
+        """The verified text of ``path``; None if missing or corrupt (moved aside)."""
+        return read_text_checked(path)
 
 
 class RankAgreedCache(Cache):
@@ -113,8 +134,24 @@ class RankAgreedCache(Cache):
     """
 
     def load_tensors(self, path: Path) -> dict[str, torch.Tensor] | None:
+        return self._agreed_read(path, load_tensors_checked)
+
+    def read_text(self, path: Path) -> str | None:
+        return self._agreed_read(path, read_text_checked)
+
+    @staticmethod
+    def _agreed_read(path: Path, read):
+        """Rank 0 reads and verifies (moving a corrupt file aside); the others read once it
+        said the file is good."""
         if not is_distributed():
-            return super().load_tensors(path)
-        if not agreed(path.exists()):
+            return read(path)
+        value = read(path) if is_rank_zero() else None
+        if not agreed(value is not None):
             return None
-        return super().load_tensors(wait_for_file(path))
+        if is_rank_zero():
+            return value
+        value = read(wait_for_file(path), move=False)
+        if value is None:
+            raise RuntimeError(f"cache file {path} verified on rank 0 but not on this rank "
+                               "(is paths.cache_dir on a file system all nodes share?)")
+        return value

@@ -16,6 +16,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from cosy_bench.data.decode import NOT_HANDLED, load_reduced
+from cosy_bench.data.modes import to_rgb
 
 log = logging.getLogger(__name__)
 
@@ -83,10 +84,11 @@ class ImageFolder(Dataset):
 
 
 def load_image(path: str | Path) -> Image.Image | None:
-    """An RGB image, or ``None`` (with a warning) where the file cannot be decoded."""
+    """An 8-bit RGB image (any mode converted correctly: :func:`~cosy_bench.data.modes.to_rgb`),
+    or ``None`` (with a warning) where the file cannot be decoded."""
     try:
         with Image.open(path) as im:
-            return im.convert("RGB")
+            return to_rgb(im)
     except Exception as err:
         log.warning("skipping unreadable image %s (%s)", path, err)
         return None

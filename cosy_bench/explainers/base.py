@@ -25,7 +25,8 @@ class Explanations:
     extra: dict[str, dict[int, Any]] = field(default_factory=dict)
 
     def to_csv(self) -> str:
-        buf = io.StringIO()
+        """CSV text (``neuron,explanation,...``); write it without newline translation."""
+        buf = io.StringIO(newline="")
         cols = list(self.extra)
         writer = csv.writer(buf)
         writer.writerow(["neuron", "explanation", *cols])
@@ -35,7 +36,10 @@ class Explanations:
 
     @classmethod
     def from_csv(cls, text: str) -> Explanations:
-        rows = list(csv.DictReader(io.StringIO(text)))
+        """The table of :meth:`to_csv`'s text; texts come back byte for byte (``\r``,
+        ``\r\n``, quotes, commas, tabs, unicode) when the text was read with
+        ``newline=""`` or as bytes, never through universal-newline translation."""
+        rows = list(csv.DictReader(io.StringIO(text, newline="")))
         texts = {int(r["neuron"]): r["explanation"] for r in rows}
         cols = [c for c in (rows[0].keys() if rows else []) if c not in ("neuron", "explanation")]
         extra = {c: {int(r["neuron"]): r[c] for r in rows} for c in cols}

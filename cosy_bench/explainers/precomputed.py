@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ast
 import csv
+import hashlib
 import os
 import warnings
 from collections.abc import Callable
@@ -73,6 +74,17 @@ def _read_rows(path: str | os.PathLike[str]) -> tuple[list[str], list[tuple[int,
     if not os.path.isfile(path):
         raise FileNotFoundError(f"explanation file not found: {os.fspath(path)!r}")
     # utf-8-sig drops a byte-order mark if a spreadsheet program wrote one.
+    try:
+        return _parse_rows(path)
+    except UnicodeDecodeError as err:
+        raise ValueError(
+            f"{os.fspath(path)}: not UTF-8 text (byte {err.object[err.start]:#04x} at offset "
+            f"{err.start} is not valid UTF-8); explanation files must be UTF-8: re-save it "
+            "as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)"
+        ) from None
+
+
+def _parse_rows(path: str | os.PathLike[str]) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
     with open(path, newline="", encoding="utf-8-sig") as handle:
         reader = csv.reader(handle)
         header = next(reader, None)
@@ -237,9 +249,10 @@ class PrecomputedExplainer(Explainer):
         self.format = format
 
     def cache_key(self) -> dict:
+        """The settings and the file's content (SHA-256), not its name or time stamp."""
         p = Path(self.path)
-        stamp = p.stat().st_mtime_ns if p.exists() else None
-        return {**super().cache_key(), "mtime": stamp}
+        digest = hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else None
+        return {**super().cache_key(), "sha256": digest}
 
     def explain(self, ctx) -> Explanations:
         kwargs = {"format": self.format} if self.format else {}

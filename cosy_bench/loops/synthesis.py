@@ -5,19 +5,19 @@ the images do not depend on the batch size, the order or the number of processes
 whose file already exists are dropped before the loop (a second run generates nothing); under
 DDP rank 0 decides which items are missing and every rank takes its shard of that list
 (:class:`~cosy_bench.distributed.shards.ShardSampler`), so nothing is generated twice or skipped.
-Each image is written atomically (temporary file, then rename).
+Each image is written atomically (temporary file, then rename) with its checksum
+(:mod:`cosy_bench.cache.images`); an image that does not verify counts as missing.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import lightning as L
 from torch.utils.data import DataLoader
 
-from cosy_bench.cache.store import atomic_path
-from cosy_bench.distributed.ranks import agreed, gather_objects
+from cosy_bench.cache.images import check_png, save_png
+from cosy_bench.distributed.ranks import agreed, gather_objects, is_rank_zero
 from cosy_bench.distributed.session import require_session
 from cosy_bench.distributed.shards import ShardSampler
 from cosy_bench.generators.base import Generator
@@ -30,6 +30,11 @@ class WorkItem:
     index: int
     seed: int
     path: str
+
+    @property
+    def key(self) -> str:
+        """What the image's checksum binds it to: its prompt, index and seed."""
+        return f"{self.prompt}\x1f{self.index}\x1f{self.seed}"
 
 
 class SynthesisModule(L.LightningModule):
@@ -48,14 +53,14 @@ class SynthesisModule(L.LightningModule):
     def predict_step(self, batch: list[WorkItem], batch_idx: int) -> int:
         images = self.generator.generate([it.prompt for it in batch], [it.seed for it in batch])
         for item, image in zip(batch, images, strict=True):
-            with atomic_path(item.path) as tmp:
-                image.save(tmp, format="PNG")
+            save_png(image, item.path, item.key)
         return len(batch)
 
 
-def pending(items: list[WorkItem]) -> list[WorkItem]:
-    """The items whose image is not in the cache yet."""
-    return [it for it in items if not Path(it.path).exists()]
+def pending(items: list[WorkItem], move: bool = True) -> list[WorkItem]:
+    """The items whose image is not in the cache yet, or does not verify (moved aside when
+    ``move``)."""
+    return [it for it in items if not check_png(it.path, it.key, move=move)]
 
 
 def synthesize(generator: Generator, items: list[WorkItem], trainer, batch_size: int = 8) -> int:
@@ -64,7 +69,8 @@ def synthesize(generator: Generator, items: list[WorkItem], trainer, batch_size:
     rank's images are on disk."""
     require_session(trainer)
     # rank 0's view of the cache decides, so that all ranks shard the same list
-    todo_at = agreed([i for i, it in enumerate(items) if not Path(it.path).exists()])
+    todo_at = agreed([i for i, it in enumerate(items) if not check_png(it.path, it.key)]
+                     if is_rank_zero() else None)
     if not todo_at:
         return 0
     todo = [items[i] for i in todo_at]

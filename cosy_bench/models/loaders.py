@@ -42,7 +42,15 @@ def read_state_dict(spec: str, *, key: str | None = None, strip_prefix: str = ""
         else:
             if not Path(spec).exists():
                 raise FileNotFoundError(f"weights file not found: {spec}")
-            obj = torch.load(spec, map_location="cpu", weights_only=True)
+            try:
+                obj = torch.load(spec, map_location="cpu", weights_only=True)
+            except Exception as err:  # a local file that does not load: damaged, not offline
+                raise WeightsUnavailableError(
+                    f"weights file {spec} is damaged or not a PyTorch checkpoint "
+                    f"({type(err).__name__}: {err}); set `model.weights` to an intact file"
+                ) from err
+    except WeightsUnavailableError:
+        raise
     except FileNotFoundError as err:
         raise WeightsUnavailableError(f"{err}. Set `model.weights` to an existing file. "
                                       f"{OFFLINE_HINT}") from err

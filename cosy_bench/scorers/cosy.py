@@ -18,7 +18,8 @@ Scores (Kopf et al., NeurIPS 2024, and the authors' code):
 * :func:`auc`: ``AUC = sum_{a in A0} sum_{b in A1} 1[a < b] / (n m)``, ties count 1/2; equal to
   ``sklearn.metrics.roc_auc_score`` with label 0 for control and 1 for concept activations.
 * :func:`mad`: ``(mean(A1) - mean(A0)) / std(A0)`` with the unbiased (``n - 1``) std; 0 where
-  the control column is constant (``std(A0) == 0``), as in the authors' code.
+  the control column is constant, as in the authors' code, or near-constant
+  (``std(A0) <= 1e-5 max|A0|``, :func:`near_constant`).
 * :func:`utest`: Mann-Whitney U of concept vs control (``U = AUC * n * m``) and its two-sided
   p-value from the normal approximation with tie and continuity corrections; equal to
   ``scipy.stats.mannwhitneyu(concept[:, k], control[:, k], method="asymptotic")``.
@@ -208,16 +209,46 @@ def _utest_p(u: Tensor, tie_term: Tensor, n: int, m: int) -> Tensor:
     return torch.special.erfc(z / math.sqrt(2.0)).clamp(0.0, 1.0)
 
 
-def _mad(control: Tensor, concept: Tensor) -> Tensor:
-    """MAD of ``control [N, K]`` (N >= 2) and ``concept [M, K]``: float64 ``[K]``."""
+#: relative tolerance below which a control column counts as constant (see :func:`near_constant`)
+NEAR_CONSTANT_RTOL = 1e-5
+
+
+def _near_constant(control: Tensor, std: Tensor, rtol: float) -> Tensor:
+    hi, lo = control.amax(dim=0), control.amin(dim=0)
+    scale = torch.maximum(hi.abs(), lo.abs()).to(torch.float64)
+    # exactly equal values first: a constant column can get a tiny std from rounding the mean
+    return (hi == lo) | (std <= rtol * scale)
+
+
+def _std(control: Tensor) -> tuple[Tensor, Tensor]:
+    """Mean and unbiased std of each column of ``control [N, K]`` (N >= 2), float64 ``[K]``."""
     n = control.shape[0]
     c64 = control.to(torch.float64)
     mean0 = c64.mean(dim=0)
     # Two-pass variance; subtract in place when the conversion already made a private copy.
     dev = c64.sub_(mean0) if c64.data_ptr() != control.data_ptr() else c64 - mean0
-    std = (dev.square_().sum(dim=0) / (n - 1)).sqrt_()
-    # A constant column can get a tiny non-zero std from rounding of the mean: test it exactly.
-    constant = (control.amax(dim=0) == control.amin(dim=0)) | (std == 0)
+    return mean0, (dev.square_().sum(dim=0) / (n - 1)).sqrt_()
+
+
+def near_constant(control: Tensor, rtol: float = NEAR_CONSTANT_RTOL) -> Tensor:
+    """Which neurons' control activations are (near-)constant: bool ``[K]``.
+
+    ``control [N, K]`` (N >= 2). A column is constant when ``std(A0) <= rtol * max|A0|``
+    (unbiased std; ``max|A0|`` is the column's scale). The default ``1e-5`` is about 80
+    float32 rounding steps of the scale: identical images run in different batches give
+    columns differing in their last bits (relative 1e-7 to 1e-6), which would otherwise turn
+    into MADs of 1e7; a real neuron's spread is far above it.
+    """
+    _check_one("control", control, "N")
+    if control.shape[0] < 2:
+        raise ValueError(f"need at least 2 control rows, got control shape {tuple(control.shape)}")
+    return _near_constant(control, _std(control)[1], rtol)
+
+
+def _mad(control: Tensor, concept: Tensor, rtol: float = NEAR_CONSTANT_RTOL) -> Tensor:
+    """MAD of ``control [N, K]`` (N >= 2) and ``concept [M, K]``: float64 ``[K]``."""
+    mean0, std = _std(control)
+    constant = _near_constant(control, std, rtol)
     diff = concept.to(torch.float64).mean(dim=0) - mean0
     safe_std = torch.where(constant, torch.ones_like(std), std)
     return torch.where(constant, torch.zeros_like(std), diff / safe_std)
@@ -245,7 +276,7 @@ def auc(control: Tensor, concept: Tensor) -> Tensor:
     return _u_statistic(_ranks(control, concept)) / (control.shape[0] * concept.shape[0])
 
 
-def mad(control: Tensor, concept: Tensor) -> Tensor:
+def mad(control: Tensor, concept: Tensor, rtol: float = NEAR_CONSTANT_RTOL) -> Tensor:
     """CoSy MAD (mean activation difference) of each neuron.
 
     Args:
@@ -254,11 +285,13 @@ def mad(control: Tensor, concept: Tensor) -> Tensor:
 
     Returns:
         float64 ``[K]``: ``(mean(A1) - mean(A0)) / std(A0)``, std unbiased (``N - 1``).
-        Where a control column is constant (``std(A0) == 0``) the score is **0**, whatever the
-        concept activations, as in the CoSy authors' code (not ``inf``/``nan``).
+        Where a control column is constant the score is **0**, whatever the concept
+        activations, as in the CoSy authors' code (not ``inf``/``nan``); constant means
+        ``std(A0) <= rtol * max|A0|`` (:func:`near_constant`), so that rounding noise of
+        identical values does not give MADs of 1e7.
     """
     _validate(control, concept, min_control=2)
-    return _mad(control, concept)
+    return _mad(control, concept, rtol)
 
 
 def utest(control: Tensor, concept: Tensor) -> MannWhitneyResult:

@@ -155,7 +155,11 @@ def load_toy_cnn(weights: str | Path | None = "toy_cnn", seed: int = 0) -> ToyCN
         )
     from safetensors.torch import load_file
 
-    state = load_file(str(path))
+    try:
+        state = load_file(str(path))
+    except Exception as err:  # SafetensorError names no file
+        raise ValueError(f"toy CNN weights {path} are damaged or not a safetensors file "
+                         f"({err}); set model.weights to an intact file") from err
     model = ToyCNN()
     reference = model.state_dict()
     model.load_state_dict({k: v.to(reference[k].dtype) for k, v in state.items()})

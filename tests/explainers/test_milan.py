@@ -145,6 +145,18 @@ def test_the_loader_never_unpickles_objects_outside_its_allow_list(tmp_path):
     assert payload["properties"]["hook"] is os.getcwd
 
 
+@pytest.mark.parametrize("cut", [0.5, 0.98])
+def test_a_damaged_checkpoint_names_the_file_and_is_not_told_to_be_trusted(tmp_path, cut):
+    path = tmp_path / "base.pth"
+    write_published(path, small_captioner())
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * cut)])  # a download cut short
+    with pytest.raises(ValueError) as err:
+        mc.read_published(path)
+    assert str(path) in str(err.value) and "damaged" in str(err.value)
+    assert "trust_checkpoint" not in str(err.value)
+
+
 def test_unknown_checkpoint_names_and_missing_files_are_clear_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="explainer.checkpoint"):
         mc.load_captioner("no-such-milan")

@@ -221,3 +221,26 @@ def test_ragged_row(tmp_path):
     path = _write(tmp_path, "neuron,concept\n0,dog\n1,cat,extra\n")
     with pytest.raises(ValueError, match=r"line 3: 3 fields but the header has 2"):
         read_explanations(path)
+
+
+def test_a_non_utf8_file_names_the_file_and_the_encoding(tmp_path):
+    path = tmp_path / "latin1.csv"
+    path.write_bytes("neuron,concept\n0,caf\xe9 cr\xe8me\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"latin1\.csv: not UTF-8 text \(byte 0xe9"):
+        read_explanations(path)
+
+
+def test_the_cache_key_follows_the_file_content_not_its_time_stamp(tmp_path):
+    import os
+
+    from cosy_bench.explainers.precomputed import PrecomputedExplainer
+
+    path = tmp_path / "e.csv"
+    path.write_text("neuron,concept\n0,red\n")
+    key = PrecomputedExplainer(str(path)).cache_key()
+    stamp = os.stat(path).st_mtime_ns
+    path.write_text("neuron,concept\n0,dog\n")  # same size
+    os.utime(path, ns=(stamp, stamp))
+    assert PrecomputedExplainer(str(path)).cache_key() != key
+    path.write_text("neuron,concept\n0,red\n")
+    assert PrecomputedExplainer(str(path)).cache_key() == key

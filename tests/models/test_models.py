@@ -242,3 +242,15 @@ def test_unreached_layer_is_an_error():
     extractor = LayerExtractor(net, LayerSpec(name="unused", module="unused"))
     with pytest.raises(RuntimeError, match="not reached"):
         extractor(torch.randn(1, 4))
+
+
+def test_a_damaged_weights_file_names_the_file_not_the_network(tmp_path):
+    from cosy_bench.models.loaders import read_state_dict
+
+    path = tmp_path / "resnet18.pth"
+    torch.save({"w": torch.zeros(1000)}, path)
+    path.write_bytes(path.read_bytes()[:300])  # a copy cut short
+    with pytest.raises(WeightsUnavailableError) as err:
+        read_state_dict(str(path))
+    assert str(path) in str(err.value) and "damaged" in str(err.value)
+    assert "offline" not in str(err.value)

@@ -150,3 +150,12 @@ def test_shipped_units_score_high_on_true_explanations():
         wrong_auc = cosy_auc(control[:, wrong_unit], synthetic[:, wrong_unit])
         assert true_auc >= 0.9, (layer, text, true_auc)
         assert wrong_auc <= 0.75, (layer, text, wrong_auc)
+
+
+def test_damaged_weights_name_the_file(tmp_path):
+    from cosy_bench.toyworld.model import SHIPPED_WEIGHTS, load_toy_cnn
+
+    path = tmp_path / "toy.safetensors"
+    path.write_bytes(SHIPPED_WEIGHTS.read_bytes()[:1000])
+    with pytest.raises(ValueError, match=r"toy CNN weights .*toy\.safetensors are damaged"):
+        load_toy_cnn(str(path))

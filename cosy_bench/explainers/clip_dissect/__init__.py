@@ -108,7 +108,8 @@ class ClipDissectExplainer(Explainer):
         clip_model, preprocess, tokenizer = instantiate(self.clip)
 
         img_path = ctx.cache.path("clip_images", stable_hash({"clip": key["clip"],
-                                                              "probe": probe.name}), ".safetensors")
+                                                              **ctx.dataset_key(probe)}),
+                                  ".safetensors")
         cached = ctx.cache.load_tensors(img_path)
         if cached is None:
             encoder = LayerExtractor(ImageEncoder(clip_model), LayerSpec("clip", None, "identity"))

@@ -85,11 +85,15 @@ _ALLOWED = {
 }
 
 
+class _NotAllowed(pickle.UnpicklingError):
+    """An object off the allow-list (not a corrupt file)."""
+
+
 class _RestrictedUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str):
         key = (module, name)
         if key not in _ALLOWED:
-            raise pickle.UnpicklingError(
+            raise _NotAllowed(
                 f"{module}.{name} is not on cosy_bench's allow-list for MILAN checkpoints")
         stand_in = _ALLOWED[key]
         return stand_in if stand_in is not None else super().find_class(module, name)
@@ -122,10 +126,15 @@ def read_published(path: str | Path, trust_checkpoint: bool = False) -> dict:
     try:
         return torch.load(path, map_location="cpu", weights_only=False,
                           pickle_module=_pickle_module(_RestrictedUnpickler))
-    except pickle.UnpicklingError as err:
+    except _NotAllowed as err:
         raise ValueError(
             f"MILAN checkpoint {path} holds an object cosy_bench does not unpickle ({err}). "
             "If you trust the file, load it with explainer.trust_checkpoint=true.") from err
+    except Exception as err:  # truncated or damaged: unpickling, zip or EOF errors
+        raise ValueError(
+            f"MILAN checkpoint {path} is damaged or not a checkpoint ({type(err).__name__}: "
+            f"{err}); delete it so that it is downloaded again, or point "
+            "explainer.checkpoint at an intact file") from err
 
 
 def _props(entry: object, what: str, source: str) -> dict:

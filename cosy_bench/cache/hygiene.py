@@ -1,0 +1,73 @@
+"""Keeping a cache folder usable: a clear error when it cannot be, and the debris of killed
+jobs cleared when a run starts on it.
+
+A writer killed with ``kill -9`` leaves its temporary file ``.NAME.<pid>@<host>.XXXX.tmp``
+(see :func:`cosy_bench.cache.claims.writer_tag`) and perhaps its claim ``NAME.lock``.
+:func:`clean_debris` removes temporary files whose writer is dead (same host) or that are
+older than the stale-claim age (any host, or written before writers were tagged), and
+claims that are stale (see :func:`cosy_bench.cache.claims.claim_is_stale`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import socket
+import tempfile
+import time
+from pathlib import Path
+
+from cosy_bench.cache.claims import _break, _pid_alive, claim_is_stale, writer_tag
+
+log = logging.getLogger("cosy_bench")
+
+_TAGGED = re.compile(r"\.(\d+)@([0-9a-f]{8})\.[^.]+\.tmp$")
+
+
+def check_cache_dir(path: str | os.PathLike, key: str = "paths.cache_dir") -> Path:
+    """``path`` as a usable cache folder (created if missing), or an error naming ``key``."""
+    path = Path(os.path.expanduser(str(path)))
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(f"{key}={str(path)!r} is a file, not a folder: set {key} to "
+                                 "a folder (it is created if missing)")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test.", suffix=".tmp"):
+            pass
+    except OSError as err:
+        raise PermissionError(f"{key}={str(path)!r} is not a writable folder ({err.strerror}): "
+                              f"set {key} to a folder this user may write") from err
+    return path
+
+
+def _dead_writer(name: str) -> bool:
+    match = _TAGGED.search(name)
+    if match is None:
+        return False
+    own_host = writer_tag().split("@", 1)[1]
+    return match.group(2) == own_host and not _pid_alive(int(match.group(1)))
+
+
+def clean_debris(root: str | os.PathLike, stale_after: float = 600.0) -> dict[str, int]:
+    """Remove killed writers' temporary files and stale claims under ``root``; returns
+    ``{"temporary": n, "claims": m}`` removed (logged when any)."""
+    removed = {"temporary": 0, "claims": 0}
+    now = time.time()
+    for folder, _dirs, files in os.walk(root):
+        for name in files:
+            path = Path(folder) / name
+            if name.startswith(".") and name.endswith(".tmp"):
+                with contextlib.suppress(FileNotFoundError):
+                    if _dead_writer(name) or now - path.stat().st_mtime > stale_after:
+                        path.unlink()
+                        removed["temporary"] += 1
+            elif name.endswith(".lock") and claim_is_stale(path, stale_after):
+                _break(path, stale_after)
+                removed["claims"] += not path.exists()
+    if any(removed.values()):
+        log.info("cache %s: removed %d temporary files and %d stale claims left by killed "
+                 "jobs (host %s)", root, removed["temporary"], removed["claims"],
+                 socket.gethostname())
+    return removed

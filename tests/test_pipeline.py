@@ -30,7 +30,8 @@ from cosy_bench.cache.store import (
 )
 from cosy_bench.explainers.base import Explanations
 from cosy_bench.generators.diffusers import TinyDiffusersGenerator
-from cosy_bench.pipeline import check_finite, choose_neurons, run, work_items
+from cosy_bench.pipeline import check_finite, choose_neurons, run
+from cosy_bench.synthetic import work_items
 
 # a ground-truth run on the logits: every neuron has a known, distinct label
 GT_OUTPUT = ["layer=output", "explainer=ground_truth"]

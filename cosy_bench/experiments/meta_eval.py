@@ -43,9 +43,9 @@ from cosy_bench.experiments.sanity import format_rows
 from cosy_bench.loops.synthesis import synthesize
 from cosy_bench.models import create_model
 from cosy_bench.models.layers import LayerExtractor
-from cosy_bench.pipeline import concept_activations, work_items
 from cosy_bench.scorers import SCORERS, utest_p
 from cosy_bench.scorers.neuron_eval import NEURON_EVAL, with_alpha
+from cosy_bench.synthetic import concept_activations, work_items
 
 log = logging.getLogger("cosy_bench")
 

@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 
 from cosy_bench.scorers.cosy import (
+    NEAR_CONSTANT_RTOL,
     _check_one,
     _cube_minus,
     _run_tie_term,
@@ -115,7 +116,9 @@ def sort_control(control: Tensor) -> SortedControl:
         torch.float32 if control.dtype in (torch.float16, torch.bfloat16) else torch.float64)
     values = _sort_rows(control, dtype)  # NaN sorts last; score_sorted refuses such neurons
     mean, std, ties = _row_stats(values)
-    constant = (values[:, 0] == values[:, -1]) | (std == 0)
+    # the same (near-)constant rule as cosy.mad: std <= rtol * max|A0|
+    scale = torch.maximum(values[:, 0].abs(), values[:, -1].abs()).to(torch.float64)
+    constant = (values[:, 0] == values[:, -1]) | (std <= NEAR_CONSTANT_RTOL * scale)
     return SortedControl(values, mean, std, ties, constant)
 
 

@@ -29,12 +29,17 @@ from collections.abc import Sequence
 
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
 
 from cosy_bench.explainers.auroc import LabelProducts
 from cosy_bench.explainers.base import Explainer, Explanations
 from cosy_bench.explainers.formulas import OPS, beam_search, format_formula
-from cosy_bench.explainers.netdissect import dissect, mask_size, thresholds_of
+from cosy_bench.explainers.netdissect import (
+    dissect,
+    mask_size,
+    mask_size_arg,
+    probe_cache_key,
+    thresholds_of,
+)
 
 log = logging.getLogger("cosy_bench")
 
@@ -133,14 +138,10 @@ class CompExpExplainer(Explainer):
         self.probe, self.length, self.beam_size = probe, int(length), int(beam_size)
         self.penalty, self.quantile = float(penalty), float(quantile)
         self.quantile_samples, self.seed = int(quantile_samples), int(seed)
-        self.mask_size = (mask_size if mask_size is None or isinstance(mask_size, int)
-                          else [int(v) for v in mask_size])
+        self.mask_size = mask_size_arg(mask_size)
 
     def cache_key(self) -> dict:
-        key = super().cache_key()
-        if isinstance(self.probe, DictConfig):
-            key["probe"] = OmegaConf.to_container(self.probe, resolve=True)
-        return key
+        return probe_cache_key(self, super().cache_key())
 
     def explain(self, ctx) -> Explanations:
         probe = instantiate(self.probe)

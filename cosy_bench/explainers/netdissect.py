@@ -271,6 +271,18 @@ def thresholds_of(ctx, probe, quantile: float, quantile_samples: int, seed: int)
                          quantile_samples=quantile_samples, seed=seed).levels
 
 
+def mask_size_arg(value):
+    """``explainer.mask_size`` as given: None, an int, or a list of two ints."""
+    return value if value is None or isinstance(value, int) else [int(v) for v in value]
+
+
+def probe_cache_key(explainer: Explainer, key: dict) -> dict:
+    """``key`` with the explainer's probe config as plain data (NetDissect and CompExp)."""
+    if isinstance(explainer.probe, DictConfig):
+        key["probe"] = OmegaConf.to_container(explainer.probe, resolve=True)
+    return key
+
+
 class NetDissectExplainer(Explainer):
     """``explainer=netdissect``: label each unit with the probe concept of highest IoU."""
 
@@ -280,14 +292,10 @@ class NetDissectExplainer(Explainer):
                  mask_size=None, seed: int = 0):
         self.probe, self.quantile = probe, float(quantile)
         self.quantile_samples, self.seed = int(quantile_samples), int(seed)
-        self.mask_size = (mask_size if mask_size is None or isinstance(mask_size, int)
-                          else [int(v) for v in mask_size])
+        self.mask_size = mask_size_arg(mask_size)
 
     def cache_key(self) -> dict:
-        key = super().cache_key()
-        if isinstance(self.probe, DictConfig):
-            key["probe"] = OmegaConf.to_container(self.probe, resolve=True)
-        return key
+        return probe_cache_key(self, super().cache_key())
 
     def explain(self, ctx) -> Explanations:
         probe = instantiate(self.probe)

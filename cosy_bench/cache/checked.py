@@ -83,14 +83,7 @@ def read_tensors_verified(path: Path) -> dict[str, torch.Tensor]:
 def load_tensors_checked(path: Path, move: bool = True) -> dict[str, torch.Tensor] | None:
     """The verified tensors of ``path``, or None when it is missing or does not verify (then
     moved aside when ``move``)."""
-    try:
-        return read_tensors_verified(path)
-    except FileNotFoundError:
-        return None
-    except CorruptArtefact as err:
-        if move:
-            move_aside(path, str(err))
-        return None
+    return _verified_or_none(path, read_tensors_verified, move)
 
 
 def encode_text(text: str) -> bytes:
@@ -115,8 +108,14 @@ def decode_text(data: bytes) -> str:
 def read_text_checked(path: Path, move: bool = True) -> str | None:
     """The verified text of ``path``, or None when it is missing or does not verify (then
     moved aside when ``move``)."""
+    return _verified_or_none(path, lambda p: decode_text(p.read_bytes()), move)
+
+
+def _verified_or_none(path: Path, read, move: bool):
+    """``read(path)``; None where the file is missing or does not verify (moved aside then,
+    when ``move``)."""
     try:
-        return decode_text(path.read_bytes())
+        return read(path)
     except FileNotFoundError:
         return None
     except CorruptArtefact as err:

@@ -1,15 +1,20 @@
 """Measure ``n_images=auto`` against fixed 50 images in the toy world.
 
 ``python -m cosy_bench.bench rounds [--layers output,concepts,conv4 --explainers
-invert,clip_dissect,ground_truth,random]``
+invert,clip_dissect,milan,netdissect,compexp,ground_truth,random]``
 
-Runs the pipeline twice per (layer, explainer): ``n_images=auto`` first (rounds of 10, at
-most 50, 95% DeLong CI narrower than 0.1 or excluding ``--threshold``), then fixed 50 (which
-reuses the auto run's images: image i of a prompt is the same file). Prints per run the
-images the auto run used and generated against the fixed 50, the Spearman correlation of
-the per-neuron AUCs, the difference of the mean AUC, and whether the method ranking per
-layer is the same; then the total saving. (ground_truth needs a layer with known concepts:
-it is skipped on the others.) Everything runs in ``--cache`` (default: a fresh temp folder).
+Runs the pipeline per (layer, explainer): ``n_images=auto`` first (rounds of 10, at most 50,
+95% DeLong CI narrower than 0.1 or excluding ``--threshold``), then fixed 50 (which reuses the
+auto run's images: image i of a prompt is the same file), then, as the reference of how far
+fixed 50 agrees with itself, fixed 100 (``--no-retest`` skips it). AUC is a mean over the
+concept images, so the AUC on images 50-99 alone is ``2 AUC_100 - AUC_50``: the retest
+column is the Spearman correlation of fixed 50 on images 0-49 with fixed 50 on images 50-99.
+
+Prints per run the images the auto run used against the fixed 50, the Spearman correlation
+of the per-neuron AUCs (auto vs fixed, and the retest), the difference of the mean AUC;
+per layer the method ranking and the Spearman over all its (explainer, neuron) scores; then
+the total saving and agreement. (ground_truth needs a layer with known concepts: it is
+skipped on the others.) Everything runs in ``--cache`` (default: a fresh temp folder).
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+
+EXPLAINERS = "invert,clip_dissect,milan,netdissect,compexp,ground_truth,random"
 
 
 def _compose(overrides: list[str]):
@@ -43,20 +50,30 @@ def _compose(overrides: list[str]):
 def _spearman(a: np.ndarray, b: np.ndarray) -> float:
     from scipy.stats import spearmanr
 
-    if np.ptp(a) == 0 or np.ptp(b) == 0:
+    if len(a) < 2 or np.ptp(a) == 0 or np.ptp(b) == 0:
         return float("nan")
     return float(spearmanr(a, b).statistic)
+
+
+def _aucs(record) -> dict[int, float]:
+    return {int(r["neuron"]): float(r["auc"]) for r in record.rows}
+
+
+def _fmt(x: float) -> str:
+    return "     n/a" if not np.isfinite(x) else f"{x:8.3f}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m cosy_bench.bench rounds",
                                  description=__doc__.split("\n\n")[0])
     ap.add_argument("--layers", default="output,concepts,conv4")
-    ap.add_argument("--explainers", default="invert,clip_dissect,ground_truth,random")
+    ap.add_argument("--explainers", default=EXPLAINERS)
     ap.add_argument("--threshold", type=float, default=None, help="decision_threshold")
     ap.add_argument("--ci-width", type=float, default=0.1)
     ap.add_argument("--max", type=int, default=50, help="n_images_max and the fixed size")
     ap.add_argument("--round", type=int, default=10, help="n_images_round")
+    ap.add_argument("--no-retest", dest="retest", action="store_false",
+                    help="skip the fixed-100 run that gives fixed 50's agreement with itself")
     ap.add_argument("--cache", default=None)
     ap.add_argument("--extra", nargs="*", default=[], help="more Hydra overrides")
     args = ap.parse_args(list(argv) if argv is not None else None)
@@ -71,12 +88,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.threshold is not None:
         auto_opts.append(f"decision_threshold={args.threshold}")
     print(f"{'layer':<9} {'explainer':<13} {'neurons':>7} {'auto img':>8} {'fixed img':>9} "
-          f"{'saving':>7} {'spearman':>8} {'mean AUC auto':>13} {'fixed':>7} {'diff':>7}")
+          f"{'saving':>7} {'spearman':>8} {'retest':>8} {'mean AUC auto':>13} {'fixed':>7} "
+          f"{'diff':>7}")
     used = fixed = generated = 0
-    ranks_same, worst_rho, worst_diff = True, 1.0, 0.0
+    ranks_same, worst_diff = True, 0.0
+    pooled: dict[str, list[np.ndarray]] = {"auto": [], "fixed": [], "retest": []}
     start = time.perf_counter()
     for layer in args.layers.split(","):
-        means = {"auto": {}, "fixed": {}}
+        means: dict[str, dict[str, float]] = {"auto": {}, "fixed": {}}
+        layer_scores: dict[str, list[np.ndarray]] = {"auto": [], "fixed": [], "retest": []}
         for explainer in args.explainers.split(","):
             common = [*base, f"layer={layer}", f"explainer={explainer}"]
             try:
@@ -87,26 +107,44 @@ def main(argv: Sequence[str] | None = None) -> int:
                     continue
                 raise
             f = run(_compose([*common, f"n_images={args.max}"]), out / f"{layer}-{explainer}")
-            auc_a = np.array([r["auc"] for r in a.rows])
-            auc_f = np.array([r["auc"] for r in f.rows])
+            by_a, by_f = _aucs(a), _aucs(f)
+            neurons = sorted(by_f)
+            auc_a = np.array([by_a[k] for k in neurons])
+            auc_f = np.array([by_f[k] for k in neurons])
+            auc_r = np.full_like(auc_f, np.nan)
+            if args.retest:
+                d = run(_compose([*common, f"n_images={2 * args.max}"]),
+                        out / f"{layer}-{explainer}-double")
+                by_d = _aucs(d)
+                auc_r = np.array([2 * by_d[k] - by_f[k] for k in neurons])  # images max..2max-1
+            for name, x in (("auto", auc_a), ("fixed", auc_f), ("retest", auc_r)):
+                layer_scores[name].append(x)
             n_used, n_fixed = a.meta["images_used"], a.meta["images_fixed"]
             used, fixed = used + n_used, fixed + n_fixed
             generated += a.meta["images_generated"]
-            rho = _spearman(auc_a, auc_f)
-            worst_rho = min(worst_rho, rho) if np.isfinite(rho) else worst_rho
             diff = float(auc_a.mean() - auc_f.mean())
             worst_diff = max(worst_diff, abs(diff))
             means["auto"][explainer], means["fixed"][explainer] = auc_a.mean(), auc_f.mean()
             print(f"{layer:<9} {explainer:<13} {len(auc_a):7d} {n_used:8d} {n_fixed:9d} "
-                  f"{n_fixed / n_used:6.2f}x {rho:8.3f} {auc_a.mean():13.4f} "
+                  f"{n_fixed / n_used:6.2f}x {_fmt(_spearman(auc_a, auc_f))} "
+                  f"{_fmt(_spearman(auc_f, auc_r))} {auc_a.mean():13.4f} "
                   f"{auc_f.mean():7.4f} {diff:+7.4f}")
         order = {k: sorted(v, key=v.get, reverse=True) for k, v in means.items()}
         same = order["auto"] == order["fixed"]
         ranks_same &= same
-        print(f"{layer:<9} ranking auto {' > '.join(order['auto'])}; fixed "
-              f"{' > '.join(order['fixed'])}: {'same' if same else 'DIFFERENT'}")
+        cat = {k: np.concatenate(v) if v else np.zeros(0) for k, v in layer_scores.items()}
+        for k, v in cat.items():
+            pooled[k].append(v)
+        print(f"{layer:<9} all {len(cat['auto'])} scores: spearman auto vs fixed "
+              f"{_spearman(cat['auto'], cat['fixed']):.3f}, retest "
+              f"{_fmt(_spearman(cat['fixed'], cat['retest'])).strip()}; ranking auto "
+              f"{' > '.join(order['auto'])}; fixed {' > '.join(order['fixed'])}: "
+              f"{'same' if same else 'DIFFERENT'}")
+    allv = {k: np.concatenate(v) if v else np.zeros(0) for k, v in pooled.items()}
     print(f"total: {used} images with auto vs {fixed} fixed ({fixed / max(used, 1):.2f}x fewer; "
-          f"{generated} generated by the auto runs); worst Spearman {worst_rho:.3f}; worst "
-          f"|mean AUC diff| {worst_diff:.4f}; method rankings "
-          f"{'identical' if ranks_same else 'NOT identical'} ({time.perf_counter() - start:.0f} s)")
+          f"{generated} generated by the auto runs); spearman of all {len(allv['auto'])} "
+          f"per-neuron AUCs auto vs fixed {_spearman(allv['auto'], allv['fixed']):.3f} (retest "
+          f"{_fmt(_spearman(allv['fixed'], allv['retest'])).strip()}); worst |mean AUC diff| "
+          f"{worst_diff:.4f}; method rankings {'identical' if ranks_same else 'NOT identical'} "
+          f"({time.perf_counter() - start:.0f} s)")
     return 0

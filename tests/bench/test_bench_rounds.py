@@ -1,10 +1,13 @@
-"""``bench rounds`` at a small size in the toy world: auto vs fixed, the table and the total."""
+"""``bench rounds`` at a small size in the toy world: auto vs fixed, the retest, the totals."""
 
 from __future__ import annotations
 
 import re
 
+import torch
+
 from cosy_bench.bench.__main__ import main as bench_main
+from cosy_bench.scorers.cosy import auc
 
 
 def test_bench_runs_at_small_size(tmp_path, capsys):
@@ -13,8 +16,22 @@ def test_bench_runs_at_small_size(tmp_path, capsys):
             "--extra", "dataset.n=300", "neurons.ids=[0,3,7]"]
     assert bench_main(argv) == 0
     out = capsys.readouterr().out
-    row = re.search(r"^concepts\s+ground_truth\s+3\s+(\d+)\s+18\s", out, re.M)
+    row = re.search(r"^concepts\s+ground_truth\s+3\s+(\d+)\s+18\s+\S+x\s+\S+\s+(\S+)", out, re.M)
     assert row and int(row.group(1)) in (9, 12, 15, 18), out
+    assert row.group(2) != "n/a", out  # the retest ran (fixed 6 vs images 6-11)
     assert re.search(r"^concepts\s+random\s+3\s+\d+\s+18\s", out, re.M), out
+    layer = re.search(r"^concepts\s+all 6 scores: spearman auto vs fixed (-?[\d.]+)", out, re.M)
+    assert layer and -1 <= float(layer.group(1)) <= 1, out
     assert "ranking auto ground_truth > random" in out
-    assert re.search(r"^total: \d+ images with auto vs 36 fixed", out, re.M), out
+    assert re.search(r"^total: \d+ images with auto vs 36 fixed .* all 6 per-neuron AUCs", out,
+                     re.M), out
+
+
+def test_auc_of_the_second_half_is_twice_the_whole_minus_the_first():
+    """The retest column's identity: AUC is a mean over concept images (ties included)."""
+    g = torch.Generator().manual_seed(0)
+    control = torch.randint(0, 20, (300, 4), generator=g).double()  # many ties
+    concept = torch.randint(5, 25, (20, 4), generator=g).double()
+    whole, first, second = auc(control, concept), auc(control, concept[:10]), \
+        auc(control, concept[10:])
+    torch.testing.assert_close(2 * whole - first, second, rtol=0, atol=1e-12)

@@ -290,7 +290,9 @@ class RunRecord:
         cfg_path = folder / CONFIG
         cfg = OmegaConf.load(cfg_path) if cfg_path.exists() else OmegaConf.create({})
         return cls(_read_csv(folder / RESULTS), summary,
-                   expl.read_text(encoding="utf-8") if expl.exists() else "", cfg,
+                   # bytes, not read_text: universal newlines would turn a \r in an
+                   # explanation into \n
+                   expl.read_bytes().decode("utf-8") if expl.exists() else "", cfg,
                    folder=folder, top_control=_read_csv(folder / TOP_CONTROL, keep=("path",)),
                    images=_read_csv(folder / SYNTHETIC, keep=("path", "concept")))
 

@@ -115,6 +115,15 @@ def test_top_control_images_round_trip_and_resolve(tmp_path):
     assert back.control_image({"path": str(tmp_path / "gone.png"), "index": 0}) is None
 
 
+def test_explanations_read_back_byte_for_byte(tmp_path):
+    """A \r inside an explanation (and \r\n row ends) survive write and read back."""
+    record = record_by_hand(tmp_path)
+    text = 'neuron,explanation\r\n0,"red\rcircle"\r\n1,"a\r\nb, \t ""q"" é"\r\n'
+    record.explanations_csv = text
+    record.write(tmp_path / "run")
+    assert RunRecord.read(tmp_path / "run").explanations_csv == text
+
+
 def test_explainer_columns_are_typed_the_same_fresh_or_from_the_cache(tmp_path):
     """The explanation cache is a csv: its columns came back as strings, fresh ones as
     floats (W&B then typed the same column differently from run to run)."""

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
 import torch
 
 from cosy_bench.bench.__main__ import main as bench_main
+from cosy_bench.bench.rounds import _ranking
 from cosy_bench.scorers.cosy import auc
 
 
@@ -35,3 +37,18 @@ def test_auc_of_the_second_half_is_twice_the_whole_minus_the_first():
     whole, first, second = auc(control, concept), auc(control, concept[:10]), \
         auc(control, concept[10:])
     torch.testing.assert_close(2 * whole - first, second, rtol=0, atol=1e-12)
+
+
+def test_a_ranking_flip_counts_only_where_the_fixed_difference_is_significant():
+    g = np.random.default_rng(0)
+    base = g.uniform(0.6, 0.9, 40)
+    fixed = {"a": base + 0.001 + g.normal(0, 0.02, 40), "b": base + g.normal(0, 0.02, 40),
+             "c": base - 0.2}
+    auto = {"a": fixed["a"] - 0.01, "b": fixed["b"], "c": fixed["c"]}  # a and b swap
+    text, ok = _ranking(auto, fixed)
+    assert ok and text.startswith("1 pair(s) ordered differently, none significant"), text
+    assert "a vs b" in text
+    auto["c"] = fixed["a"] + 0.05  # c jumps above a and b: fixed says 0.2 below, significant
+    text, ok = _ranking(auto, fixed)
+    assert not ok and "2 of them significant" in text, text
+    assert _ranking(fixed, fixed) == ("same", True)

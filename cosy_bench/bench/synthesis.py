@@ -136,9 +136,8 @@ def _cascade(args, dtype, device) -> _Bench:
     billions = [sum(p.numel() for p in m.parameters()) / 1e9 for m in (pipe.prior_prior,
                                                                         pipe.decoder)]
 
-    def fast(compile: bool) -> None:
-        speed_up(pipe, channels_last=True, compile=compile)  # decoder, VQGAN
-        speed_up(pipe.prior_pipe, channels_last=True, compile=compile)  # prior
+    def fast(compile: bool) -> None:  # prior, decoder and VQGAN of the stages' pipelines
+        speed_up(pipe, channels_last=True, compile=compile)
 
     # guidance: the prior's 4.0 doubles its batch, the decoder's 0.0 does not
     return _Bench(
@@ -149,7 +148,7 @@ def _cascade(args, dtype, device) -> _Bench:
         pipe, dict(prior_num_inference_steps=prior_steps, prior_guidance_scale=4.0,
                    num_inference_steps=steps, decoder_guidance_scale=0.0),
         [("prior", lambda: pipe.prior_pipe.prior, prior_flops * 2 * prior_steps),
-         ("decoder", lambda: pipe.decoder, decoder_flops * steps)], fast)
+         ("decoder", lambda: pipe.decoder_pipe.decoder, decoder_flops * steps)], fast)
 
 
 MODELS = {"sdxl": (_sdxl, "float16"), "stable_cascade": (_cascade, "bfloat16")}

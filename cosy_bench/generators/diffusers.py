@@ -97,7 +97,16 @@ class DiffusersGenerator(Generator):
 
 
 def speed_up(pipe, channels_last: bool = True, compile: bool = False) -> None:
-    """NHWC convolutions for the pipeline's UNet(s) and VAE; ``torch.compile`` of the UNet."""
+    """NHWC convolutions for the pipeline's UNet(s) and VAE; ``torch.compile`` of the UNet.
+
+    A combined pipeline (Stable Cascade's) calls its stages' pipelines (``prior_pipe``,
+    ``decoder_pipe``), which hold the modules it runs: those are the ones sped up."""
+    stages = [getattr(pipe, n) for n in ("prior_pipe", "decoder_pipe")
+              if getattr(pipe, n, None) is not None]
+    if stages:
+        for stage in stages:
+            speed_up(stage, channels_last, compile)
+        return
     for name in ("unet", "prior", "decoder", "vae", "vqgan"):
         module = getattr(pipe, name, None)
         if module is None:

@@ -38,11 +38,7 @@ from pathlib import Path
 
 import torch
 
-from cosy_bench.generators.diffusers import (
-    DiffusersGenerator,
-    _byte_level_tokenizer_files,
-    speed_up,
-)
+from cosy_bench.generators.diffusers import DiffusersGenerator, _byte_level_tokenizer_files
 from cosy_bench.generators.faithful import SDXL_TEXT_2, _text_config
 
 _ATTN = ("SDCascadeResBlock", "SDCascadeTimestepBlock", "SDCascadeAttnBlock")
@@ -199,9 +195,3 @@ class FaithfulCascadeGenerator(DiffusersGenerator):
 
     def _load(self, dtype: torch.dtype):
         return build_cascade(self.scale, self.seed, dtype)
-
-    def setup(self, device: str = "cpu") -> None:
-        fresh = self.pipe is None or self.device != device
-        super().setup(device)
-        if fresh:  # speed_up finds the decoder and VQGAN; the prior sits in prior_pipe
-            speed_up(self.pipe.prior_pipe, self.channels_last, self.compile)

@@ -73,7 +73,19 @@ def test_reduced_pipeline_generates_deterministic_images():
     other = np.asarray(a[0], dtype=np.float64)
     assert float(np.abs(other - np.asarray(a[1], dtype=np.float64)).mean()) > 1  # seeds count
     assert "x16" in gen.cache_key
-    assert gen.pipe.prior_pipe.prior is gen.pipe.prior_prior  # speed_up reached the prior
+
+
+def test_speed_up_reaches_the_modules_the_stages_run():
+    from cosy_bench.generators.diffusers import speed_up
+    from cosy_bench.generators.faithful_cascade import build_cascade
+
+    pipe = build_cascade(scale=32)
+    speed_up(pipe, channels_last=True, compile=True)  # compiling is lazy: nothing runs here
+    prior, decoder = pipe.prior_pipe.prior, pipe.decoder_pipe.decoder
+    assert prior._orig_mod is pipe.prior_prior and decoder._orig_mod is pipe.decoder
+    weight = next(m.weight for m in pipe.decoder_pipe.vqgan.modules()
+                  if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3))
+    assert weight.is_contiguous(memory_format=torch.channels_last)
 
 
 @pytest.mark.parametrize("option", ["stable_cascade", "stable_cascade_random"])

@@ -44,7 +44,7 @@ from cosy_bench.generators.faithful import SDXL_TEXT_2, _text_config
 _ATTN = ("SDCascadeResBlock", "SDCascadeTimestepBlock", "SDCascadeAttnBlock")
 _NO_ATTN = ("SDCascadeResBlock", "SDCascadeTimestepBlock")
 
-#: prior/config.json of stable-cascade-prior (stage C, 3.6 B parameters)
+#: prior/config.json of stable-cascade-prior (stage C; 3.59 B parameters, the model card's 3.6 B)
 CASCADE_PRIOR = dict(
     in_channels=16, out_channels=16, timestep_ratio_embedding_dim=64, patch_size=1,
     conditioning_dim=2048, block_out_channels=(2048, 2048), num_attention_heads=(32, 32),
@@ -55,7 +55,7 @@ CASCADE_PRIOR = dict(
     dropout=(0.1, 0.1), self_attn=True, timestep_conditioning_type=("sca", "crp"),
     switch_level=(False,),
 )
-#: decoder/config.json of stable-cascade (stage B, 1.5 B parameters)
+#: decoder/config.json of stable-cascade (stage B; 1.56 B parameters, the model card's 1.5 B)
 CASCADE_DECODER = dict(
     in_channels=4, out_channels=4, timestep_ratio_embedding_dim=64, patch_size=2,
     conditioning_dim=1280, block_out_channels=(320, 640, 1280, 1280),

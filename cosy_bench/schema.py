@@ -63,6 +63,9 @@ class DatasetSchema:
     limit: int | None = _f("a seeded subset of this many images, or null", minimum=1,
                            optional_key=True)
     n: int = _f("number of images", minimum=2, optional_key=True)
+    decode: str = _f("how image folders decode JPEGs: full (as the model's preprocessing), "
+                     "reduced (1/2-1/8 scale), gpu (decode_jpeg and the transform on the "
+                     "model's device)", choices=("full", "reduced", "gpu"), optional_key=True)
 
 
 #: group (dotted prefix, "" for the top level) -> its schema
@@ -94,7 +97,7 @@ def _expected(kind, meta) -> str:
         what = "an integer" + (f" >= {meta['min']}" if meta["min"] is not None else "")
         what += "".join(f" or {w!r}" for w in meta.get("words", ()))
     else:
-        what = "a string"
+        what = "a string" + (f" from {list(meta['choices'])}" if meta["choices"] else "")
     return what + (" or null" if nullable else "")
 
 
@@ -121,7 +124,8 @@ def _ok(value, kind, meta) -> bool:
         if isinstance(value, str) and value in meta.get("words", ()):
             return True
         return _is_int(value) and (lo is None or value >= lo)
-    return isinstance(value, str) and bool(value)
+    return isinstance(value, str) and bool(value) and (not meta["choices"]
+                                                       or value in meta["choices"])
 
 
 def problems(cfg: DictConfig) -> list[str]:

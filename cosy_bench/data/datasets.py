@@ -16,11 +16,14 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from cosy_bench.data.decode import NOT_HANDLED, load_reduced
+from cosy_bench.data.gpu_decode import EncodedJpeg, read_jpeg
 from cosy_bench.data.modes import to_rgb
 
 log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
+#: ``dataset.decode``: as the model's own preprocessing / at reduced size / on the device
+DECODE_MODES = ("full", "reduced", "gpu")
 
 
 
@@ -36,6 +39,8 @@ class ImageFolder(Dataset):
 
     #: short side the model's transform resizes to; set by :meth:`with_decode_size`
     decode_min_side: int | None = None
+    #: yield the bytes of JPEGs for the device to decode; set by :meth:`with_encoded_jpegs`
+    encoded: bool = False
 
     def __init__(self, root: str | None, name: str = "image_folder", limit: int | None = None,
                  seed: int = 0, config_key: str = "dataset.root", env: str | None = None,
@@ -55,11 +60,13 @@ class ImageFolder(Dataset):
                              f"({', '.join(IMAGE_EXTENSIONS)}) (set {config_key})")
         files = [files[i] for i in seeded_subset(len(files), limit, seed)]
         self.files = files
-        if decode not in ("reduced", "full"):
-            raise ValueError(f"dataset.decode must be 'reduced' or 'full', got {decode!r}")
-        self.decode = decode  # "reduced": JPEGs decoded at the size the transform needs
+        if decode not in DECODE_MODES:
+            raise ValueError(f"dataset.decode must be one of {', '.join(DECODE_MODES)}, got "
+                             f"{decode!r}")
+        # "reduced": JPEGs decoded at the size the transform needs; "gpu": on the model's device
+        self.decode = decode
         self.name = (f"{name}:{self.root.resolve()}:n{len(files)}" + (f":s{seed}" if limit else "")
-                     + (":reduced" if decode == "reduced" else ""))
+                     + (f":{decode}" if decode != "full" else ""))
         self.skipped: list[str] = []
 
     def with_decode_size(self, min_side: int | None) -> ImageFolder:
@@ -72,10 +79,21 @@ class ImageFolder(Dataset):
         other.decode_min_side = int(min_side)
         return other
 
+    def with_encoded_jpegs(self) -> ImageFolder:
+        """This folder yielding the bytes of its baseline RGB/grey JPEGs
+        (:class:`~cosy_bench.data.gpu_decode.EncodedJpeg`, for
+        :class:`~cosy_bench.data.gpu_decode.DevicePreprocess`) and PIL images of the other
+        files; used by the activation pass when ``decode`` is ``"gpu"``."""
+        other = copy.copy(self)
+        other.encoded = True
+        return other
+
     def __len__(self) -> int:
         return len(self.files)
 
-    def __getitem__(self, i: int) -> Image.Image | None:
+    def __getitem__(self, i: int) -> Image.Image | EncodedJpeg | None:
+        if self.encoded and (jpeg := read_jpeg(self.files[i])) is not None:
+            return jpeg
         if self.decode_min_side:
             image = load_reduced(self.files[i], self.decode_min_side)
             if image is not NOT_HANDLED:

@@ -7,8 +7,9 @@ the result is the single-process result whatever the number of ranks or the batc
 
 Speed (``python -m cosy_bench.bench activations``): DataLoader workers chosen from the cores
 (``num_workers="auto"``, :func:`resolve_num_workers`), JPEGs decoded at the size the
-transform needs (:meth:`cosy_bench.data.ImageFolder.with_decode_size`), pinned memory on a
-GPU, the forward pass stopped at the layer (:class:`LayerExtractor`), ``channels_last``
+transform needs (:meth:`cosy_bench.data.ImageFolder.with_decode_size`) or on the model's
+device (``dataset.decode=gpu``: :class:`cosy_bench.data.gpu_decode.DevicePreprocess`), pinned
+memory on a GPU, the forward pass stopped at the layer (:class:`LayerExtractor`), ``channels_last``
 convolutions, and on a GPU an optional bf16/fp16 autocast (``precision``).
 """
 
@@ -22,6 +23,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from cosy_bench.data.decode import resize_short_side
+from cosy_bench.data.gpu_decode import DevicePreprocess, EncodedJpeg, collate_encoded
 from cosy_bench.distributed.ranks import gather_objects
 from cosy_bench.distributed.session import require_session
 from cosy_bench.distributed.shards import ShardSampler, merge_by_index
@@ -72,7 +74,9 @@ class _Transformed(Dataset):
 
     def __getitem__(self, i: int):
         image = self.dataset[i]
-        return None if image is None else (self.transform(image), i)
+        if image is None:
+            return None
+        return (image if isinstance(image, EncodedJpeg) else self.transform(image)), i
 
 
 def _collate(items):
@@ -88,17 +92,19 @@ class ActivationModule(L.LightningModule):
     ``channels_last``: convolutions read NHWC (faster on CPUs and tensor cores; the values
     differ from NCHW by float rounding only). ``precision``: ``"bfloat16"``/``"float16"``
     runs the forward pass under autocast on a GPU (ignored on a CPU); activations are
-    returned as float32.
+    returned as float32. ``preprocess``: turns a batch into (images, index) on the module's
+    device (:class:`~cosy_bench.data.gpu_decode.DevicePreprocess`), or None.
     """
 
     def __init__(self, extractor: LayerExtractor, channels_last: bool = True,
-                 precision: str | None = None):
+                 precision: str | None = None, preprocess=None):
         super().__init__()
         if precision not in (None, "float32", *_AUTOCAST):
             raise ValueError(f"precision must be float32, bfloat16 or float16, got {precision!r}")
         self.extractor = extractor
         self.channels_last = channels_last
         self.precision = precision
+        self.preprocess = preprocess
 
     def on_predict_start(self) -> None:
         # only a model with 4-D (convolution) weights gains; lazy modules cannot be converted
@@ -109,7 +115,7 @@ class ActivationModule(L.LightningModule):
             self.extractor.to(memory_format=torch.channels_last)
 
     def predict_step(self, batch, batch_idx):
-        images, index = batch
+        images, index = batch if self.preprocess is None else self.preprocess(batch, self.device)
         if images.numel() == 0:
             return None
         if self.channels_last and images.ndim == 4:
@@ -132,20 +138,27 @@ def collect_activations(extractor: LayerExtractor, dataset: Dataset, transform, 
     computes its shard and returns the whole result. ``num_workers``: an int or ``"auto"``
     (:func:`resolve_num_workers`); ``pin_memory``: None pins when CUDA is available. A
     dataset with ``with_decode_size`` (image folders) decodes JPEGs at the short side the
-    transform resizes to.
+    transform resizes to; one with ``decode == "gpu"`` decodes and preprocesses its JPEGs
+    on the model's device (on the CPU where there is no GPU).
     """
     if len(dataset) == 0:
         raise ValueError("the dataset is empty: nothing to collect activations on")
     require_session(trainer)
-    if hasattr(dataset, "with_decode_size"):
+    preprocess = None
+    if getattr(dataset, "decode", None) == "gpu":
+        preprocess = DevicePreprocess(transform)
+        dataset = dataset.with_encoded_jpegs()
+    elif hasattr(dataset, "with_decode_size"):
         dataset = dataset.with_decode_size(resize_short_side(transform))
     data = _Transformed(dataset, transform)
     workers = resolve_num_workers(num_workers, len(data))
     pin = torch.cuda.is_available() if pin_memory is None else pin_memory
     loader = DataLoader(data, batch_size=batch_size, sampler=ShardSampler(data),
-                        num_workers=workers, collate_fn=_collate, pin_memory=pin,
+                        num_workers=workers, pin_memory=pin,
+                        collate_fn=_collate if preprocess is None else collate_encoded,
                         persistent_workers=False, prefetch_factor=4 if workers else None)
-    module = ActivationModule(extractor, channels_last=channels_last, precision=precision)
+    module = ActivationModule(extractor, channels_last=channels_last, precision=precision,
+                              preprocess=preprocess)
     outputs = [o for o in (trainer.predict(module, dataloaders=loader) or []) if o is not None]
     local = merge_by_index(outputs)
     merged = merge_by_index(gather_objects(local))

@@ -58,6 +58,41 @@ def test_fast_options_equal_the_plain_pass():
         assert torch.equal(same, ref)  # workers change nothing
 
 
+def test_decode_gpu_on_the_cpu_equals_the_pil_pass_and_falls_back_per_image(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from cosy_bench.data import ImageFolder
+
+    rng = np.random.default_rng(0)
+    for i, (w, h, fmt, mode) in enumerate([(500, 375, "JPEG", "RGB"), (240, 320, "PNG", "RGB"),
+                                           (400, 300, "JPEG", "CMYK"), (300, 300, "JPEG", "L"),
+                                           (1024, 768, "JPEG", "RGB")]):
+        img = Image.fromarray(rng.integers(0, 255, (h // 20, w // 20, 3), dtype=np.uint8))
+        img.resize((w, h), Image.BICUBIC).convert(mode).save(tmp_path / f"{i}.{fmt.lower()}",
+                                                             format=fmt)
+    (tmp_path / "5.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")  # skipped by both
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18().eval()
+    transform = standard(72, 64, [0.5] * 3, [0.25] * 3)
+
+    def run(decode, workers):
+        extractor = LayerExtractor(model, LayerSpec("avgpool", "avgpool"))
+        return collect_activations(extractor, ImageFolder(str(tmp_path), decode=decode),
+                                   transform, _trainer(), batch_size=4, num_workers=workers,
+                                   channels_last=False)
+
+    ref, ref_index = run("full", 0)
+    assert ref_index.tolist() == [0, 1, 2, 3, 4]
+    for workers in (0, 1):
+        got, index = run("gpu", workers)
+        assert torch.equal(index, ref_index)
+        spread = ref.std(dim=0).clamp_min(1e-6)
+        # one 0-255 level of the input at most; the PNG and CMYK rows are the PIL path itself
+        assert float(((got - ref).abs() / spread).max()) < 0.05
+        assert torch.allclose(got[1:3], ref[1:3], atol=1e-5)
+
+
 def test_bad_precision_is_a_clear_error():
     from cosy_bench.loops.activations import ActivationModule
 

@@ -1,6 +1,7 @@
 """Benchmark the activation pass on real-format data against the loop a user would write.
 
-``python -m cosy_bench.bench activations [--images 2000 --layers layer2,avgpool]``
+``python -m cosy_bench.bench activations [--images 2000 --layers layer2,avgpool]
+[--decode full|reduced|gpu]``
 
 Makes (once, seeded, in ``$COSY_CACHE_DIR/bench/``; never committed) a folder of photo-like
 JPEGs of ImageNet-like sizes (500x375 and 1024x768 by default: smooth colour fields, edges,
@@ -11,14 +12,15 @@ layer, two ways in the same process:
   ``ImageFolder``-style), the weights' transforms (Resize 256, CenterCrop 224, Normalize), a
   ``DataLoader`` with its default workers (0), the full forward pass with a hook on the layer;
 * **cosy_bench**: :func:`cosy_bench.loops.activations.collect_activations` on an
-  :class:`~cosy_bench.data.ImageFolder`: ``num_workers=auto``, JPEGs decoded at the size the
-  transform keeps, the forward stopped at the layer, ``channels_last``, pinned memory and
-  ``--precision`` autocast on a GPU.
+  :class:`~cosy_bench.data.ImageFolder`: ``num_workers=auto``, JPEGs decoded as ``--decode``
+  says (``reduced``, the default: at the size the transform keeps; ``gpu``: the workers read
+  the bytes, ``decode_jpeg`` and the transform run on the device; ``full``), the forward
+  stopped at the layer, ``channels_last``, pinned memory and ``--precision`` autocast on a GPU.
 
 Prints images/s of both, the speed-up, peak memory (the process's peak RSS on a CPU, peak
 allocated GPU memory on a GPU) and how far the fast path's values move: the model input
-(reduced vs full JPEG decoding, in 0-255 pixel units) and the activations (relative to their
-spread). Timings are wall-clock on whatever else the machine runs.
+(the ``--decode`` mode vs PIL's full decoding, in 0-255 pixel units) and the activations
+(relative to their spread). Timings are wall-clock on whatever else the machine runs.
 """
 
 from __future__ import annotations
@@ -103,31 +105,57 @@ def _peak_memory(device: torch.device) -> str:
     return f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB RSS"
 
 
-def input_difference(files: list[Path], transform, min_side: int, count: int = 32
+def _mode_inputs(files: list[Path], transform, decode: str, device: torch.device
+                 ) -> list[torch.Tensor]:
+    """The model input of each file as ``decode`` makes it (on the CPU)."""
+    if decode == "gpu":
+        from cosy_bench.data.gpu_decode import DevicePreprocess, collate_encoded, read_jpeg
+
+        items = [(read_jpeg(path), i) for i, path in enumerate(files)]
+        assert all(x is not None for x, _ in items)
+        x, index = DevicePreprocess(transform)(collate_encoded(items), device)
+        return list(x[torch.argsort(index.to(x.device))].float().cpu())
+    from cosy_bench.data.decode import NOT_HANDLED, load_reduced, resize_short_side
+
+    out = []
+    for path in files:
+        reduced = load_reduced(path, resize_short_side(transform))
+        assert reduced is not NOT_HANDLED and reduced is not None
+        out.append(transform(reduced))
+    return out
+
+
+def input_difference(files: list[Path], transform, decode: str = "reduced",
+                     device: torch.device | None = None, count: int = 32
                      ) -> dict[str, tuple[float, float, float]]:
     """How far the model input moves, over the first ``count`` images, in 0-255 pixel units
-    (the normalised input times the transform's std): ``{"reduced": ..., "reencoded": ...}``,
+    (the normalised input times the transform's std): ``{decode: ..., "reencoded": ...}``,
     each ``(max, mean over all images, mean over the images that changed)``.
 
-    ``reduced``: reduced vs full JPEG decoding. ``reencoded``: for scale, the full decoding of
-    the same file saved once more as a quality-90 JPEG (noise every photo of ImageNet
-    carries)."""
+    ``decode``: ``reduced`` (reduced vs full JPEG decoding) or ``gpu`` (decode_jpeg and the
+    tensor transform on ``device`` vs PIL and the transform); ``full`` adds nothing.
+    ``reencoded``: for scale, the full decoding of the same file saved once more as a
+    quality-90 JPEG (noise every photo of ImageNet carries)."""
     import io
 
-    from cosy_bench.data.decode import NOT_HANDLED, load_reduced
+    from cosy_bench.data.gpu_decode import tensor_recipe
 
-    std = torch.tensor(getattr(transform, "std", [1.0, 1.0, 1.0]))[:, None, None] * 255
-    stats = {"reduced": [], "reencoded": []}
-    for path in files[:count]:
+    recipe = tensor_recipe(transform)
+    std = torch.tensor(recipe.std if recipe else [1.0, 1.0, 1.0])[:, None, None] * 255
+    files = files[:count]
+    modes = [decode] if decode in ("reduced", "gpu") else []
+    made = {mode: _mode_inputs(files, transform, mode, device or torch.device("cpu"))
+            for mode in modes}
+    stats = {name: [] for name in (*modes, "reencoded")}
+    for k, path in enumerate(files):
         full = Image.open(path).convert("RGB")
-        reduced = load_reduced(path, min_side)
-        assert reduced is not NOT_HANDLED and reduced is not None
         buf = io.BytesIO()
         full.save(buf, format="JPEG", quality=90)
-        reencoded = Image.open(buf).convert("RGB")
         ref = transform(full)
-        for name, image in (("reduced", reduced), ("reencoded", reencoded)):
-            diff = (transform(image) - ref).abs() * std
+        inputs = {mode: made[mode][k] for mode in modes}
+        inputs["reencoded"] = transform(Image.open(buf).convert("RGB"))
+        for name, x in inputs.items():
+            diff = (x - ref).abs() * std
             stats[name].append((float(diff.max()), float(diff.mean())))
     out = {}
     for name, rows in stats.items():
@@ -145,6 +173,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--layers", default="layer2,avgpool", help="resnet18 modules")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--workers", default="auto", help="cosy_bench's num_workers (int or auto)")
+    ap.add_argument("--decode", default="reduced", choices=["full", "reduced", "gpu"],
+                    help="cosy_bench's dataset.decode (gpu: decode_jpeg and the transform on "
+                         "--device, the CPU without CUDA)")
     ap.add_argument("--precision", default=None, choices=["bfloat16", "float16"],
                     help="autocast of cosy_bench's pass on a GPU")
     ap.add_argument("--device", default=None, help="cpu or cuda (default: cuda if present)")
@@ -159,7 +190,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     import torchvision
 
     from cosy_bench.data import ImageFolder
-    from cosy_bench.data.decode import resize_short_side
     from cosy_bench.loops.activations import collect_activations, resolve_num_workers
     from cosy_bench.models.layers import LayerExtractor, LayerSpec
 
@@ -173,13 +203,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     workers = resolve_num_workers(args.workers, len(files))
     print(f"{len(files)} JPEGs {args.sizes} in {folder} ({time.perf_counter() - start:.0f} s to "
           f"make/find); resnet18 random weights on {device}; batch {args.batch_size}; torch "
-          f"threads {torch.get_num_threads()}; cosy_bench workers {workers}, baseline 0")
-    diffs = input_difference(files, transform, resize_short_side(transform))
-    for name, label in (("reduced", "reduced vs full JPEG decoding"),
-                        ("reencoded", "for scale: the same image re-encoded as JPEG q90")):
-        worst, mean, changed = diffs[name]
-        print(f"model input, {label}: max |diff| {worst:.1f}, mean {mean:.2f} (over the "
-              f"images it changes: {changed:.2f}), 0-255 pixel units")
+          f"threads {torch.get_num_threads()}; cosy_bench workers {workers}, baseline 0; "
+          f"cosy_bench decode={args.decode}")
+    diffs = input_difference(files, transform, args.decode, device)
+    labels = {"reduced": "reduced vs full JPEG decoding",
+              "gpu": f"decode_jpeg + tensor transform on {device} vs PIL decoding + transform",
+              "reencoded": "for scale: the same image re-encoded as JPEG q90"}
+    for name, (worst, mean, changed) in diffs.items():
+        print(f"model input, {labels[name]}: max |diff| {worst:.1f}, mean {mean:.3f} (over the "
+              f"images it changes: {changed:.3f}), 0-255 pixel units")
 
     torch.manual_seed(args.seed)
     base_model = torchvision.models.resnet18().eval().to(device)
@@ -200,9 +232,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                             enable_checkpointing=False)
         extractor = LayerExtractor(fast_model, LayerSpec(layer, layer))
         t0 = time.perf_counter()
-        acts, _ = collect_activations(extractor, ImageFolder(str(folder), name="bench", decode="reduced"),
-                                      transform, trainer, batch_size=args.batch_size,
-                                      num_workers=args.workers, precision=args.precision)
+        dataset = ImageFolder(str(folder), name="bench", decode=args.decode)
+        acts, _ = collect_activations(extractor, dataset, transform, trainer,
+                                      batch_size=args.batch_size, num_workers=args.workers,
+                                      precision=args.precision)
         t_fast = time.perf_counter() - t0
         rel = float(((acts - ref).abs().max(dim=0).values / ref.std(dim=0).clamp_min(1e-12)).max())
         n = len(files)

@@ -27,3 +27,17 @@ def test_bench_runs_at_small_size(tmp_path, capsys):
     assert len(rows) == 2
     for row in rows:
         assert float(row.split()[-1]) < 1.0  # activations within a fraction of their spread
+
+
+def test_bench_decode_gpu_runs_on_the_cpu_device(tmp_path, capsys):
+    argv = ["activations", "--images", "4", "--sizes", "500x375,1024x768", "--layers",
+            "avgpool", "--batch-size", "4", "--workers", "0", "--decode", "gpu", "--device",
+            "cpu", "--folder", str(tmp_path / "jpegs")]
+    assert bench_main(argv) == 0
+    out = capsys.readouterr().out
+    assert "decode=gpu" in out and "reduced vs full" not in out
+    line = next(x for x in out.splitlines() if "decode_jpeg + tensor transform on cpu" in x)
+    worst = float(re.search(r"max \|diff\| ([0-9.]+)", line).group(1))
+    assert worst <= 1.0  # one 0-255 level at most (a uint8 resize's rounding)
+    row = next(x for x in out.splitlines() if re.match(r"avgpool\s+cosy_bench", x))
+    assert float(row.split()[-1]) < 0.05  # activations: a small fraction of their spread

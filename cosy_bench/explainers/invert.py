@@ -48,11 +48,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from cosy_bench.explainers.auroc import LabelProducts, auc_from_ranksum, check_inputs, midranks
 from cosy_bench.explainers.base import Explainer, Explanations
+from cosy_bench.explainers.budget import budget_bytes, too_small
 from cosy_bench.explainers.formulas import OPS, beam_search, coverage_ok, format_formula
 
 __all__ = ["InvertExplainer", "invert"]
 
-_CHUNK_BYTES = 256 * 2**20  # per-chunk float64 working set aimed at when chunk_size is None
+_CHUNK_BYTES = 256 * 2**20  # per-chunk working set aimed at (speed); the budget may lower it
 _HASH_SEED = 0x1A2B3C
 
 
@@ -93,6 +94,33 @@ def _mwu_pvalue(auc: torch.Tensor, n1: torch.Tensor, n: int, tie: torch.Tensor) 
     return p.clamp(0.0, 1.0)
 
 
+def working_set(n: int, c: int, nnz: int, length: int, beam_size: int) -> tuple[int, int]:
+    """Bytes of INVERT's working set beyond its inputs: ``(fixed, per_neuron)``.
+
+    ``fixed``: the transposed labels (``N * C`` bools), the hash weights (16 bytes a sample) and
+    the sparse label product (about 56 bytes per non-zero label while it is built);
+    ``per_neuron``: a chunk's neuron's share (its activations' copy and mid-ranking, 64 bytes a
+    sample; with ``length > 1`` a beam step, ``8 * N * (3 * B + 8)``)."""
+    fixed = n * c + 16 * n + 56 * nnz
+    per_neuron = 8 * n * (3 * beam_size + 8) if length > 1 else 8 * n * 8
+    return fixed, per_neuron
+
+
+def chunk_for_budget(n: int, c: int, nnz: int, length: int, beam_size: int,
+                     max_memory_gb: float | None) -> int:
+    """Neurons per chunk: about 256 MiB of working set, fewer if that would not stay within
+    ``max_memory_gb`` (:mod:`cosy_bench.explainers.budget`); a ValueError naming the option
+    if one neuron cannot."""
+    budget = budget_bytes(max_memory_gb)
+    fixed, per_neuron = working_set(n, c, nnz, length, beam_size)
+    if fixed + per_neuron > budget:
+        raise too_small("INVERT", budget, fixed + per_neuron,
+                        f"one neuron at N={n} probe samples, C={c} concepts, "
+                        f"length={length}, beam_size={beam_size}",
+                        "use fewer probe samples or concepts (or a smaller beam_size)")
+    return max(1, min(budget - fixed, _CHUNK_BYTES) // per_neuron)
+
+
 def invert(
     activations: torch.Tensor,
     labels: torch.Tensor,
@@ -105,6 +133,7 @@ def invert(
     pvalue: bool = False,
     chunk_size: int | None = None,
     return_beam: bool = False,
+    max_memory_gb: float | None = None,
 ) -> list[dict]:
     """Label every neuron with its INVERT formula.
 
@@ -123,10 +152,13 @@ def invert(
             continuity correction, as ``scipy.stats.mannwhitneyu(method="asymptotic")``; the
             authors call ``mannwhitneyu`` with its default method, which is exact only for
             samples of at most 8 on both sides).
-        chunk_size: neurons per chunk (``None``: about 256 MiB of float64 working set; a
-            beam step needs about ``3 * B * N * 8`` bytes per neuron).
+        chunk_size: neurons per chunk (``None``: as many as fit in ``max_memory_gb``, see
+            :func:`working_set`). Chunks change no result (each neuron is searched alone).
         return_beam: add ``beam``: the final beam (best first, distinct indicators), a list
             of dicts with the keys below except ``neuron``.
+        max_memory_gb: working-set budget in GiB beyond the inputs (``None``:
+            :func:`cosy_bench.explainers.budget.budget_bytes`' default); a ValueError if one
+            neuron does not fit.
 
     Returns:
         one dict per neuron (in order): ``neuron`` (int), ``label`` (str, see the module
@@ -144,14 +176,14 @@ def invert(
     n, k = a.shape
     if len(concepts) != y.shape[1]:
         raise ValueError(f"{len(concepts)} concept names for {y.shape[1]} label columns")
+    step = chunk_size or chunk_for_budget(n, y.shape[1], int(y.sum()), length, beam_size,
+                                          max_memory_gb)
     lab = LabelProducts(y)
     labels_t = y.T.contiguous()
     gen = torch.Generator().manual_seed(_HASH_SEED)
     hi_w = max(2, 2**52 // max(n, 1))
     weights = torch.randint(0, hi_w, (n,), generator=gen, dtype=torch.int64).to(torch.float64)
     sign = 1.0 if mode == "positive" else -1.0
-    per_neuron = 8 * n * (3 * beam_size + 8) if length > 1 else 8 * n * 8
-    step = chunk_size or max(1, _CHUNK_BYTES // per_neuron)
 
     parts: list[dict[str, torch.Tensor]] = []
     for k0 in range(0, k, step):
@@ -202,8 +234,10 @@ class InvertExplainer(Explainer):
     name = "invert"
 
     def __init__(self, probe, length: int = 1, beam_size: int = 5, min_fraction: float = 0.0,
-                 max_fraction: float = 0.5, mode: str = "positive", pvalue: bool = False):
+                 max_fraction: float = 0.5, mode: str = "positive", pvalue: bool = False,
+                 max_memory_gb: float | None = None):
         self.probe = probe
+        self._max_memory_gb = max_memory_gb  # not in the cache key: chunks change no result
         self.length, self.beam_size = length, beam_size
         self.min_fraction, self.max_fraction = min_fraction, max_fraction
         self.mode, self.pvalue = mode, pvalue
@@ -223,7 +257,8 @@ class InvertExplainer(Explainer):
         records = invert(acts, probe.labels[index], probe_concepts(probe, ctx.model),
                          length=self.length, beam_size=self.beam_size,
                          min_fraction=self.min_fraction, max_fraction=self.max_fraction,
-                         mode=self.mode, pvalue=self.pvalue)
+                         mode=self.mode, pvalue=self.pvalue,
+                         max_memory_gb=self._max_memory_gb)
         kept = [r for r in records if r["label"] is not None]
         extra = {"invert_auc": {r["neuron"]: r["auc"] for r in kept},
                  "invert_fraction": {r["neuron"]: r["fraction"] for r in kept}}

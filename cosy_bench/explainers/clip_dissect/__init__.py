@@ -1,6 +1,7 @@
 """CLIP-Dissect (Oikarinen & Weng, ICLR 2023) as an explainer: label each neuron with the
 concept whose CLIP image-text similarities over a probe set best match its activations,
-``argmax_m sim(t_m, q_k; P)``; the similarity functions are :mod:`.similarities`.
+``argmax_m sim(t_m, q_k; P)``; the similarity functions are :mod:`.similarities`, ``P`` is
+computed in blocks (:mod:`.products`) sized to ``max_memory_gb`` (:mod:`.plan`).
 
 Columns: ``clip_similarity`` is the value the label was chosen by, ``sim(t_label, q_k)``.
 For (soft) WPMI with ``lam = 1`` (the default) it is ``log K + log s_km``, ``s_km`` the
@@ -23,12 +24,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from cosy_bench.explainers.base import Explainer, Explanations
-from cosy_bench.explainers.clip_dissect.similarities import (
-    ALIASES,
-    SIMILARITIES,
-    image_text_similarity,
-    similarity,
-)
+from cosy_bench.explainers.clip_dissect.plan import plan_blocks
+from cosy_bench.explainers.clip_dissect.products import ClipProducts
+from cosy_bench.explainers.clip_dissect.similarities import ALIASES, SIMILARITIES, similarity
 
 log = logging.getLogger("cosy_bench")
 
@@ -77,11 +75,13 @@ class ClipDissectExplainer(Explainer):
     name = "clip_dissect"
 
     def __init__(self, clip, probe, concepts, similarity: str = "soft_wpmi",
-                 hparams: dict | None = None, chunk_size: int = 4096):
+                 hparams: dict | None = None, chunk_size: int = 4096,
+                 max_memory_gb: float | None = None):
         self.clip, self.probe, self.concepts = clip, probe, concepts
         self.similarity = similarity
         self.hparams = dict(hparams or {})
-        self.chunk_size = chunk_size
+        self.chunk_size = chunk_size  # image rows per block of P (changes no result)
+        self.max_memory_gb = max_memory_gb  # blocks of P and of the similarity (no result)
 
     def cache_key(self) -> dict:
         def plain(x):
@@ -131,9 +131,12 @@ class ClipDissectExplainer(Explainer):
 
         acts, act_index = ctx.activations(probe, "probe", with_index=True)
         common = torch.isin(index, act_index)
-        emb, index = emb[common], index[common]
-        acts = acts[torch.isin(act_index, index)]
-        clip_feats = image_text_similarity(emb, text, chunk_size=self.chunk_size)
+        if not common.all():  # copies only when the two sets differ
+            emb, index = emb[common], index[common]
+        keep = torch.isin(act_index, index)
+        if not keep.all():
+            acts = acts[keep]
+        clip_feats = ClipProducts(emb, text, row_block=self.chunk_size)  # P, never held whole
         hparams = dict(self.hparams)
         default_top = inspect.signature(
             SIMILARITIES[ALIASES.get(self.similarity, self.similarity)]).parameters.get("top_k")
@@ -143,6 +146,11 @@ class ClipDissectExplainer(Explainer):
                 log.warning("probe set has %d images, fewer than top_k=%d: using top_k=%d",
                             acts.shape[0], top_k, acts.shape[0])
                 hparams["top_k"] = acts.shape[0]
+        blocks = plan_blocks(self.similarity, acts.shape[0], acts.shape[1], text.shape[0],
+                             text.shape[1], self.max_memory_gb, hparams,
+                             row_block=self.chunk_size)
+        hparams.update(chunk_size=blocks["chunk_size"],
+                       concept_chunk_size=blocks["concept_chunk_size"])
         sim = similarity(self.similarity, clip_feats, acts, **hparams)
         records = label_neurons(sim, concepts)
         kept = [r for r in records if r["label"] is not None]

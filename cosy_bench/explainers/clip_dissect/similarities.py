@@ -53,6 +53,8 @@ from collections.abc import Callable
 
 import torch
 
+from cosy_bench.explainers.clip_dissect.products import ClipProducts, image_text_similarity
+
 __all__ = [
     "ALIASES",
     "SIMILARITIES",
@@ -69,8 +71,9 @@ _EPS = 1e-12
 log = logging.getLogger("cosy_bench")
 
 
-def _prepare(clip_feats: torch.Tensor, target_feats: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    p = torch.as_tensor(clip_feats)
+def _prepare(clip_feats, target_feats: torch.Tensor) -> tuple:
+    """``(P, q)``: ``P`` a tensor or :class:`ClipProducts` (blocks on demand) ``[N, M]``."""
+    p = clip_feats if isinstance(clip_feats, ClipProducts) else torch.as_tensor(clip_feats)
     q = torch.as_tensor(target_feats)
     if p.ndim != 2 or q.ndim != 2 or p.shape[0] != q.shape[0]:
         raise ValueError(
@@ -78,38 +81,31 @@ def _prepare(clip_feats: torch.Tensor, target_feats: torch.Tensor) -> tuple[torc
             f"{tuple(p.shape)} and {tuple(q.shape)}"
         )
     dtype = torch.promote_types(p.dtype, torch.float32)
-    return p.to(dtype), q.to(dtype)
+    return (p if isinstance(p, ClipProducts) else p.to(dtype)), q.to(dtype)
+
+
+def _topk(q: torch.Tensor, k: int, block: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``torch.topk(q, k, dim=0)`` (largest first) in blocks of ``block`` neurons, so that no
+    copy of the whole ``q`` ``[N, K]`` is made."""
+    vals = torch.empty(k, q.shape[1], dtype=q.dtype)
+    inds = torch.empty(k, q.shape[1], dtype=torch.int64)
+    for k0, k1 in _blocks(q.shape[1], block):
+        vals[:, k0:k1], inds[:, k0:k1] = torch.topk(q[:, k0:k1], k=k, dim=0)
+    return vals, inds
+
+
+def _unit_columns(x: torch.Tensor, centre_cube: bool = False, min_norm: float = _EPS):
+    """Columns of ``x`` in float64, optionally centred and cubed, divided by their norms
+    (clamped at ``min_norm``)."""
+    x = x.to(torch.float64)
+    if centre_cube:
+        x = (x - x.mean(dim=0, keepdim=True)) ** 3
+    return x / x.norm(dim=0, keepdim=True).clamp_min(min_norm)
 
 
 def _blocks(total: int, size: int | None) -> list[tuple[int, int]]:
     size = total if not size or size <= 0 else size
     return [(s, min(s + size, total)) for s in range(0, total, max(size, 1))]
-
-
-def image_text_similarity(
-    image_emb: torch.Tensor, text_emb: torch.Tensor, chunk_size: int | None = 4096
-) -> torch.Tensor:
-    """CLIP products ``P = normalise(image_emb) @ normalise(text_emb).T``.
-
-    Args:
-        image_emb: ``[N, D]`` image embeddings; text_emb: ``[M, D]`` text embeddings
-            (rows L2-normalised here, as the authors' ``get_similarity_from_activations``).
-        chunk_size: image rows per matmul block (``None``: all at once).
-
-    Returns:
-        ``[N, M]`` in the promoted dtype (at least float32).
-    """
-    img = torch.as_tensor(image_emb)
-    txt = torch.as_tensor(text_emb)
-    if img.ndim != 2 or txt.ndim != 2 or img.shape[1] != txt.shape[1]:
-        raise ValueError(f"need [N, D] and [M, D], got {tuple(img.shape)}, {tuple(txt.shape)}")
-    dtype = torch.promote_types(torch.promote_types(img.dtype, txt.dtype), torch.float32)
-    txt_n = torch.nn.functional.normalize(txt.to(dtype), dim=1, eps=_EPS)
-    out = torch.empty(img.shape[0], txt.shape[0], dtype=dtype)
-    for r0, r1 in _blocks(img.shape[0], chunk_size):
-        rows = torch.nn.functional.normalize(img[r0:r1].to(dtype), dim=1, eps=_EPS)
-        torch.mm(rows, txt_n.T, out=out[r0:r1])
-    return out
 
 
 def cos(
@@ -129,20 +125,12 @@ def cos(
     """
     p, q = _prepare(clip_feats, target_feats)
     k, m = q.shape[1], p.shape[1]
-    out = torch.empty(k, m, dtype=p.dtype)
+    out = torch.empty(k, m, dtype=q.dtype)
     for c0, c1 in _blocks(m, concept_chunk_size):
-        pc = p[:, c0:c1]
-        pc = pc / pc.norm(dim=0, keepdim=True).clamp_min(_EPS)
+        pc = _unit_columns(p[:, c0:c1])
         for k0, k1 in _blocks(k, chunk_size):
-            qc = q[:, k0:k1]
-            qc = qc / qc.norm(dim=0, keepdim=True).clamp_min(_EPS)
-            out[k0:k1, c0:c1] = qc.T @ pc
+            out[k0:k1, c0:c1] = _unit_columns(q[:, k0:k1]).T @ pc
     return out
-
-
-def _cube_normalise(x: torch.Tensor, mean: torch.Tensor, min_norm: float) -> torch.Tensor:
-    x = (x - mean) ** 3
-    return x / x.norm(dim=0, keepdim=True).clamp_min(min_norm)
 
 
 def cos_cubed(
@@ -164,14 +152,11 @@ def cos_cubed(
     """
     p, q = _prepare(clip_feats, target_feats)
     k, m = q.shape[1], p.shape[1]
-    p_mean = p.mean(dim=0, keepdim=True)
-    q_mean = q.mean(dim=0, keepdim=True)
-    out = torch.empty(k, m, dtype=p.dtype)
+    out = torch.empty(k, m, dtype=q.dtype)
     for c0, c1 in _blocks(m, concept_chunk_size):
-        pc = _cube_normalise(p[:, c0:c1], p_mean[:, c0:c1], min_norm)
+        pc = _unit_columns(p[:, c0:c1], True, min_norm)
         for k0, k1 in _blocks(k, chunk_size):
-            qc = _cube_normalise(q[:, k0:k1], q_mean[:, k0:k1], min_norm)
-            out[k0:k1, c0:c1] = qc.T @ pc
+            out[k0:k1, c0:c1] = _unit_columns(q[:, k0:k1], True, min_norm).T @ pc
     return out
 
 
@@ -219,20 +204,25 @@ def rank_reorder(
     top_n = int(n * top_fraction)
     if top_n < 1:
         raise ValueError(f"top_fraction={top_fraction} selects no image of {n}")
-    vals, inds = torch.topk(q, k=top_n, dim=0)  # [top_n, K], descending
-    baseline = _pairwise_power_mean(vals, p).to(clip.dtype).clamp_min(_EPS)
+    vals, inds = _topk(q, top_n, chunk_size)  # [top_n, K], descending
+    baseline = _pairwise_power_mean(vals, p).clamp_min(_EPS)
     ascending = vals.flip(0)  # [top_n, K]
-    out = torch.empty(k, m, dtype=clip.dtype)
-    for k0, k1 in _blocks(k, chunk_size):
-        c = k1 - k0
-        rows = inds[:, k0:k1].reshape(-1)
-        for c0, c1 in _blocks(m, concept_chunk_size):
-            g = clip[rows, c0:c1].view(top_n, c, c1 - c0)  # CLIP scores of the top images
+    uniq, where = torch.unique(inds.reshape(-1), return_inverse=True)
+    where = where.view(top_n, k)  # position of each (rank, neuron) image in ``uniq``
+    del inds
+    out = torch.empty(k, m, dtype=q.dtype)
+    for c0, c1 in _blocks(m, concept_chunk_size):
+        mc = c1 - c0
+        scores = clip[uniq, c0:c1]  # CLIP scores of the top images [U, mc]
+        for k0, k1 in _blocks(k, chunk_size):
+            c = k1 - k0
+            g = scores[where[:, k0:k1].reshape(-1)].view(top_n, c, mc)
             order = torch.argsort(g, dim=0, stable=True)
-            src = ascending[:, k0:k1, None].expand(-1, -1, c1 - c0)
+            src = ascending[:, k0:k1, None].expand(-1, -1, mc)
             reorg = torch.empty_like(g).scatter_(0, order, src)  # q'
-            err = (vals[:, k0:k1, None] - reorg).abs().pow(p).mean(dim=0)  # [c, mc]
-            avg = g.mean(dim=0).clamp_min(_EPS).pow(scale_p)
+            del order
+            err = (vals[:, k0:k1, None] - reorg).abs_().pow_(p).mean(dim=0, dtype=torch.float64)
+            avg = g.mean(dim=0, dtype=torch.float64).clamp_min(_EPS).pow(scale_p)
             out[k0:k1, c0:c1] = -err / baseline[k0:k1, None] / avg
     return out
 
@@ -311,7 +301,7 @@ def _pmi(
     m = clip.shape[1]
     if not 1 <= top_k <= n:
         raise ValueError(f"top_k={top_k} must be in [1, N={n}]")
-    inds = torch.topk(q, k=top_k, dim=0).indices  # [top_k, K], most activating first
+    inds = _topk(q, top_k, chunk_size)[1]  # [top_k, K], most activating first
     uniq, where = torch.unique(inds.reshape(-1), return_inverse=True)
     where = where.view(top_k, k)  # position of each (rank, neuron) image in ``uniq``
     lse = _row_logsumexp(clip, uniq, a, 1024)[:, None]  # softmax normaliser per top image

@@ -54,7 +54,9 @@ class LabelProducts:
         n, c = labels.shape
         self.n, self.c = n, c
         self.dense = labels
-        self.counts = labels.sum(dim=0, dtype=torch.float64)  # [C]
+        self.counts = torch.zeros(c, dtype=torch.float64)  # [C], in row chunks (no [N, C] int64)
+        for r0 in range(0, n, _DENSE_ROW_CHUNK):
+            self.counts += labels[r0 : r0 + _DENSE_ROW_CHUNK].sum(dim=0)
         density = float(self.counts.sum()) / max(n * c, 1)
         self.sparse = None
         if density <= _SPARSE_MAX_DENSITY:
@@ -97,7 +99,8 @@ def check_inputs(activations: torch.Tensor, labels: torch.Tensor) -> tuple[torch
         )
     if not a.is_floating_point():
         a = a.to(torch.float64)
-    if not torch.isfinite(a).all():
+    if not all(torch.isfinite(a[r0 : r0 + _DENSE_ROW_CHUNK]).all()  # row chunks: bounded memory
+               for r0 in range(0, a.shape[0], _DENSE_ROW_CHUNK)):
         raise ValueError("activations must be finite (no NaN / inf)")
     if y.dtype != torch.bool:
         if not ((y == 0) | (y == 1)).all():

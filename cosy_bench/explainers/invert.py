@@ -99,10 +99,10 @@ def working_set(n: int, c: int, nnz: int, length: int, beam_size: int) -> tuple[
 
     ``fixed``: the transposed labels (``N * C`` bools), the hash weights (16 bytes a sample) and
     the sparse label product (about 56 bytes per non-zero label while it is built);
-    ``per_neuron``: a chunk's neuron's share (its activations' copy and mid-ranking, 64 bytes a
-    sample; with ``length > 1`` a beam step, ``8 * N * (3 * B + 8)``)."""
+    ``per_neuron``: a chunk's neuron's share (its activations' copy and mid-ranking, 72 bytes a
+    sample; with ``length > 1`` a beam step, ``8 * N * (3 * B + 9)``)."""
     fixed = n * c + 16 * n + 56 * nnz
-    per_neuron = 8 * n * (3 * beam_size + 8) if length > 1 else 8 * n * 8
+    per_neuron = 8 * n * (3 * beam_size + 9) if length > 1 else 8 * n * 9
     return fixed, per_neuron
 
 
@@ -176,7 +176,7 @@ def invert(
     n, k = a.shape
     if len(concepts) != y.shape[1]:
         raise ValueError(f"{len(concepts)} concept names for {y.shape[1]} label columns")
-    step = chunk_size or chunk_for_budget(n, y.shape[1], int(y.sum()), length, beam_size,
+    step = chunk_size or chunk_for_budget(n, y.shape[1], int(y.count_nonzero()), length, beam_size,
                                           max_memory_gb)
     lab = LabelProducts(y)
     labels_t = y.T.contiguous()

@@ -33,11 +33,14 @@ Similarity functions (:data:`SIMILARITIES`, all ``(clip_feats [N, M], target_fea
   paper's ``0.97`` exactly).
 
 Every function works in memory-bounded blocks of ``chunk_size`` neurons by
-``concept_chunk_size`` concepts (``None``: one block; block results equal the unchunked
-computation up to float rounding); top-image indices are found once on the whole
-``target_feats`` (``torch.topk``, largest first), so chunking never changes which images are
-used. Computation is in the dtype of ``clip_feats`` (at least float32). Numerical details
-that differ from the authors' float32 code by a few float32 ulps of the ~1e2..1e3 sums of
+``concept_chunk_size`` concepts (``None``: one block) and takes ``clip_feats`` either whole
+or as :class:`~.products.ClipProducts` (blocks of ``P`` computed on demand, never ``[N, M]``
+at once; :mod:`.plan` sizes the blocks to ``explainer.max_memory_gb``). Blocks change no
+bit of the result: top images are found per neuron (``torch.topk``, largest first) before
+any block, the reductions whose order a block shape could change (cosines' dot products and
+norms, rank-reorder's means) accumulate in float64 and are rounded once, and the (soft)
+WPMI sums are in a fixed order. Computation is in the dtype of ``clip_feats`` (at least
+float32). Numerical details that differ from the authors' float32 code by a few float32 ulps of the ~1e2..1e3 sums of
 logs (the benchmark reports the size): (soft) WPMI sums its logs in float64; the SoftWPMI
 term is evaluated as ``log(p_r p + (1 - p_r + min_prob))``, algebraically the authors'
 ``log(1 + p_r (p - 1) + min_prob)`` without its cancellation; the membership weights are

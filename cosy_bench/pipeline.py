@@ -6,6 +6,7 @@ Every expensive stage is cached in ``paths.cache_dir`` (the services of
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from cosy_bench.cache.fingerprint import path_fingerprint
 from cosy_bench.cache.hygiene import check_cache_dir, clean_debris
 from cosy_bench.cache.store import (
     RankAgreedCache,
@@ -52,11 +54,35 @@ def _folders_in(node):
             yield from _folders_in(value)
 
 
+def _local_paths_in(node, skip: set[str]):
+    """The strings inside ``node`` (already plain) that name an existing local file, or an
+    existing folder when they hold a path separator (a bare word such as ``base`` is a name,
+    not the folder of that name the working directory may hold); ``skip``: resolved paths
+    already fingerprinted (image-folder roots)."""
+    if isinstance(node, Mapping):
+        for value in node.values():
+            yield from _local_paths_in(value, skip)
+    elif isinstance(node, (list, tuple)):
+        for value in node:
+            yield from _local_paths_in(value, skip)
+    elif isinstance(node, str) and node.strip() and "\n" not in node:
+        try:
+            path = Path(node).expanduser()
+            is_file = path.is_file()
+            is_dir = not is_file and ("/" in node or os.sep in node) and path.is_dir()
+        except (OSError, ValueError):  # not a path (too long, NUL, ...)
+            return
+        if (is_file or is_dir) and str(path.resolve()) not in skip:
+            yield path
+
+
 def folder_contents(ctx: RunContext, settings: dict) -> list[str]:
     """Content fingerprints of the image folders an explainer's settings name (its probe
-    set), so that explanations are recomputed when a folder's images change. A folder that
-    cannot be listed adds nothing: the explainer reports it if it has to run."""
-    out = []
+    set) and of every other existing local file or folder they name (a concept list, a local
+    CLIP checkpoint, a MILAN checkpoint), so that explanations are recomputed when what they
+    were made from changes in place. A folder that cannot be listed adds nothing: the
+    explainer reports it if it has to run."""
+    out, roots = [], set()
     for node in _folders_in(settings):
         try:
             dataset = instantiate(node)
@@ -64,6 +90,11 @@ def folder_contents(ctx: RunContext, settings: dict) -> list[str]:
             log.debug("no content fingerprint for %s: %s", node.get("root"), err)
             continue
         out.append(ctx.dataset_key(dataset).get("content", dataset.name))
+        roots.add(str(Path(str(node["root"])).expanduser().resolve()))
+    plain = OmegaConf.to_container(settings, resolve=True) if isinstance(settings, DictConfig) \
+        else settings
+    memo = ctx.cache.root / "fingerprints"
+    out += [path_fingerprint(p, memo) for p in _local_paths_in(plain, roots)]
     return out
 
 

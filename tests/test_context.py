@@ -16,6 +16,7 @@ from safetensors.torch import load_file, save_file
 from cosy_bench.pipeline import run
 from cosy_bench.toyworld.data import ToyControlSet
 from cosy_bench.toyworld.model import SHIPPED_WEIGHTS
+from cosy_bench.toyworld.vocab import CONCEPTS
 
 pytestmark = pytest.mark.slow
 
@@ -78,3 +79,32 @@ def test_control_folder_contents_replaced_are_recomputed(compose, tmp_path):
     assert _results(tmp_path / "r2") == _results(tmp_path / "r3")
     third = run(compose(overrides), tmp_path / "r4")  # unchanged: a cache hit again
     assert third.summary["run"]["control_activations_computed"] is False
+
+
+def _labels(report) -> dict[int, str]:
+    return {int(row["neuron"]): row["explanation"] for row in report.rows}
+
+
+def test_a_concept_list_overwritten_in_place_is_recomputed(compose, tmp_path):
+    words = tmp_path / "words.txt"
+    words.write_text("\n".join(CONCEPTS) + "\n", encoding="utf-8")
+
+    def overrides(cache: Path) -> list[str]:
+        return [f"paths.cache_dir={cache}", "logger=none", "explainer=clip_dissect",
+                "layer=concepts", "concepts=text_file", f"concepts.path={words}",
+                "neurons.ids=[0,8]", "n_images=4", "probe.n=600", "dataset.n=300"]
+
+    first = run(compose(overrides(tmp_path / "cache")), tmp_path / "r1")
+    assert _labels(first)[0] == "red"
+    stamps = _keep_stamps([words])
+    size = words.stat().st_size
+    words.write_text("\n".join(c if c != "red" else "sky" for c in CONCEPTS) + "\n",
+                     encoding="utf-8")  # "red" gone, same bytes count
+    os.utime(words, ns=stamps[words])
+    assert words.stat().st_size == size and words.stat().st_mtime_ns == stamps[words][1]
+    second = run(compose(overrides(tmp_path / "cache")), tmp_path / "r2")
+    assert len(list((tmp_path / "cache" / "explanations").glob("*.csv"))) == 2  # recomputed
+    assert _labels(second)[0] != "red" and _labels(second)[8] == "circle"
+    fresh = run(compose(overrides(tmp_path / "fresh")), tmp_path / "r3")
+    assert _labels(second) == _labels(fresh)
+    assert _results(tmp_path / "r2") == _results(tmp_path / "r3")

@@ -122,3 +122,27 @@ def test_explanations_are_keyed_on_the_contents_of_their_probe_folder(tmp_path):
     assert folder_contents(ctx, settings) != first
     missing = {"probe": {**settings["probe"], "root": str(tmp_path / "none")}}
     assert folder_contents(ctx, missing) == []  # the explainer reports it if it must run
+
+
+def test_explanations_are_keyed_on_the_contents_of_the_local_files_they_name(tmp_path):
+    import os
+    import time
+
+    from cosy_bench.cache.store import Cache
+    from cosy_bench.context import RunContext
+    from cosy_bench.pipeline import folder_contents
+
+    words = tmp_path / "words.txt"
+    words.write_text("red\ncircle\n", encoding="utf-8")
+    ctx = RunContext(None, Cache(tmp_path / "cache"), None, None, None, 0)
+    settings = {"name": "clip_dissect", "similarity": "soft_wpmi", "clip": {"pretrained": None},
+                "concepts": {"_target_": "cosy_bench.explainers.concept_sets.text_file",
+                             "path": str(words)}}
+    first = folder_contents(ctx, settings)
+    assert len(first) == 1 and folder_contents(ctx, settings) == first
+    st = words.stat()
+    time.sleep(0.02)  # past the file system's coarse clock tick: the ctime moves
+    words.write_text("sky\ncircle\n", encoding="utf-8")  # same size, mtime put back
+    os.utime(words, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert folder_contents(ctx, settings) != first
+    assert folder_contents(ctx, {**settings, "concepts": {"path": str(tmp_path / "no.txt")}}) == []

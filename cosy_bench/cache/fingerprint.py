@@ -9,6 +9,12 @@
   changes its ctime (which no user tool can set back), so it is hashed again. The
   fingerprint is a hash of (relative path, content hash) pairs: touching files re-hashes
   them but keeps the key; changing a byte changes it.
+* :func:`file_fingerprint`: of one file (a weights file, a checkpoint, a concept list): its
+  full SHA-256, remembered by the same stat signature in the same memo (the memo of its
+  folder), so a 7 GB checkpoint is read once.
+* :func:`path_fingerprint`: of a file or of a whole folder (a local diffusers model, a local
+  CLIP checkpoint folder): every file under it except hidden ones (``.cache/``, ``.git/``,
+  ``.DS_Store``: tool metadata, not content).
 * :func:`module_fingerprint`: of a network's weights as loaded (its state dict: names,
   dtypes, shapes, bytes), whatever they came from (shipped file, path, URL, torchvision
   name, seeded random init): a weights file overwritten in place changes it.
@@ -18,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -25,6 +32,8 @@ from pathlib import Path
 from torch import nn
 
 from cosy_bench.cache.checked import tensors_digest
+
+log = logging.getLogger("cosy_bench")
 
 
 def file_digest(path: str | os.PathLike) -> str:
@@ -37,12 +46,27 @@ def _signature(st: os.stat_result) -> list[int]:
     return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
 
 
-def folder_fingerprint(root: str | os.PathLike, files: list[Path], memo_dir: Path,
-                       workers: int = 8) -> str:
-    """SHA-256 (hex, 16) over (path relative to ``root``, content hash) of ``files``; content
-    hashes are remembered in ``memo_dir`` by each file's stat signature."""
+#: content hashes of this process by (resolved path, stat signature): a file named by several
+#: keys of one run (an explainer's settings and its own key) is read once
+_SEEN: dict[tuple[str, tuple[int, ...]], str] = {}
+
+
+def default_memo_dir() -> Path:
+    """``<default cache>/fingerprints`` (``$COSY_CACHE_DIR``): the memo of keys built without a
+    run's cache at hand (a generator's or MILAN's own ``cache_key``)."""
+    from cosy_bench.cache.store import default_cache_dir
+
+    return default_cache_dir() / "fingerprints"
+
+
+def _content_digests(root: str | os.PathLike, files: list[Path], memo_dir: Path | None,
+                     workers: int = 8) -> list[list[str]]:
+    """``[relative path, SHA-256]`` of ``files`` under ``root``, hashes remembered in
+    ``memo_dir`` (None: :func:`default_memo_dir`) by each file's stat signature. A memo that
+    cannot be written (read-only cache) only costs re-hashing next time."""
     from cosy_bench.cache.store import stable_hash, write_text_atomic
 
+    memo_dir = default_memo_dir() if memo_dir is None else Path(memo_dir)
     root = Path(root).resolve()
     memo_path = memo_dir / f"{stable_hash(str(root))}.json"
     try:
@@ -56,12 +80,47 @@ def folder_fingerprint(root: str | os.PathLike, files: list[Path], memo_dir: Pat
     todo = [i for i, (rel, sig) in enumerate(zip(rels, sigs, strict=True))
             if not (isinstance(memo.get(rel), list) and memo[rel][:-1] == sig)]
     if todo:
-        with ThreadPoolExecutor(max_workers=max(1, min(workers, len(todo)))) as pool:
-            digests = list(pool.map(file_digest, [files[i] for i in todo]))
-        for i, digest in zip(todo, digests, strict=True):
+        seen = {i: _SEEN.get((str(root / rels[i]), tuple(sigs[i]))) for i in todo}
+        fresh = [i for i in todo if seen[i] is None]
+        with ThreadPoolExecutor(max_workers=max(1, min(workers, len(fresh) or 1))) as pool:
+            digests = dict(zip(fresh, pool.map(file_digest, [files[i] for i in fresh]),
+                               strict=True))
+        for i in todo:
+            digest = seen[i] or digests[i]
             memo[rels[i]] = [*sigs[i], digest]
-        write_text_atomic(memo_path, json.dumps(memo))
-    return stable_hash([[rel, memo[rel][-1]] for rel in rels])
+            _SEEN[(str(root / rels[i]), tuple(sigs[i]))] = digest
+        try:
+            write_text_atomic(memo_path, json.dumps(memo))
+        except OSError as err:
+            log.debug("content-hash memo %s not written: %s", memo_path, err)
+    return [[rel, memo[rel][-1]] for rel in rels]
+
+
+def folder_fingerprint(root: str | os.PathLike, files: list[Path], memo_dir: Path | None,
+                       workers: int = 8) -> str:
+    """SHA-256 (hex, 16) over (path relative to ``root``, content hash) of ``files``; content
+    hashes are remembered in ``memo_dir`` by each file's stat signature."""
+    from cosy_bench.cache.store import stable_hash
+
+    return stable_hash(_content_digests(root, files, memo_dir, workers))
+
+
+def file_fingerprint(path: str | os.PathLike, memo_dir: Path | None = None) -> str:
+    """SHA-256 (hex) of the bytes of the file ``path``, remembered by its stat signature in
+    the memo of its folder (``memo_dir``; None: :func:`default_memo_dir`)."""
+    path = Path(path).expanduser().resolve()
+    return _content_digests(path.parent, [path], memo_dir)[0][1]
+
+
+def path_fingerprint(path: str | os.PathLike, memo_dir: Path | None = None) -> str:
+    """Content fingerprint of a file (:func:`file_fingerprint`) or of a folder (every
+    non-hidden file under it, :func:`folder_fingerprint`)."""
+    path = Path(path).expanduser().resolve()
+    if path.is_file():
+        return file_fingerprint(path, memo_dir)
+    files = sorted(p for p in path.rglob("*") if p.is_file()
+                   and not any(part.startswith(".") for part in p.relative_to(path).parts))
+    return folder_fingerprint(path, files, memo_dir)
 
 
 def dataset_fingerprint(dataset, memo_dir: Path) -> str | None:

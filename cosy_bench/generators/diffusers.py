@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from cosy_bench.cache.fingerprint import path_fingerprint
 from cosy_bench.generators.base import Generator
 
 log = logging.getLogger(__name__)
@@ -48,10 +49,19 @@ class DiffusersGenerator(Generator):
 
     @property
     def cache_key(self) -> str:
-        return json.dumps({"name": self.name, "model": self.model_id,
-                           "steps": self.num_inference_steps, "cfg": self.guidance_scale,
-                           "h": self.height, "w": self.width, "extra": self.extra_kwargs},
-                          sort_keys=True)
+        """The settings that determine the images; a local ``model_id`` folder (or file) also
+        by its content (:func:`~cosy_bench.cache.fingerprint.path_fingerprint`, hashed once
+        and remembered by each file's stat signature), so that weights replaced in place
+        regenerate the images. ``variant`` (which weight files load) counts where set."""
+        key = {"name": self.name, "model": self.model_id, "steps": self.num_inference_steps,
+               "cfg": self.guidance_scale, "h": self.height, "w": self.width,
+               "extra": self.extra_kwargs}
+        if self.variant:
+            key["variant"] = self.variant
+        local = Path(self.model_id).expanduser()
+        if local.exists():
+            key["model_content"] = path_fingerprint(local)
+        return json.dumps(key, sort_keys=True)
 
     def _load(self, dtype: torch.dtype):
         from diffusers import AutoPipelineForText2Image

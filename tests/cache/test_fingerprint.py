@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 import numpy as np
 import torch
@@ -65,3 +66,25 @@ def test_module_fingerprint_follows_the_weights_not_their_name():
     with torch.no_grad():
         b.weight[0, 0] += 1e-3
     assert module_fingerprint(a) != module_fingerprint(b)
+
+
+def test_file_and_path_fingerprints_follow_content_not_size_or_mtime(tmp_path):
+    from cosy_bench.cache.fingerprint import file_fingerprint, path_fingerprint
+
+    memo = tmp_path / "memo"
+    f = tmp_path / "model" / "unet" / "w.bin"
+    f.parent.mkdir(parents=True)
+    f.write_bytes(b"a" * 32)
+    assert file_fingerprint(f, memo) == file_digest(f)
+    folder = path_fingerprint(tmp_path / "model", memo)
+    assert path_fingerprint(tmp_path / "model", memo) == folder
+    (tmp_path / "model" / ".cache").mkdir()
+    (tmp_path / "model" / ".cache" / "lock").write_text("tool metadata")
+    assert path_fingerprint(tmp_path / "model", memo) == folder  # hidden files are not content
+    st = f.stat()
+    time.sleep(0.02)  # past the file system's coarse clock tick: the ctime moves
+    f.write_bytes(b"b" * 32)
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert file_fingerprint(f, memo) == file_digest(f)  # the memo did not hand back the old one
+    assert path_fingerprint(tmp_path / "model", memo) != folder
+    assert path_fingerprint(f, memo) == file_digest(f)

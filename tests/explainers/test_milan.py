@@ -6,6 +6,7 @@ import itertools
 import math
 import os
 import sys
+import time
 import types
 
 import pytest
@@ -164,6 +165,23 @@ def test_unknown_checkpoint_names_and_missing_files_are_clear_errors(tmp_path):
         mc.load_captioner(str(tmp_path / "x.safetensors"))
     with pytest.raises(ValueError, match="not a MILAN checkpoint"):
         mc.captioner_from_published({"weights": 1}, "f.pth")
+
+
+def test_a_checkpoint_file_keys_the_explanations_by_content(tmp_path, monkeypatch):
+    from cosy_bench.explainers.milan import MilanExplainer
+
+    monkeypatch.setenv("COSY_CACHE_DIR", str(tmp_path / "cache"))
+    path = tmp_path / "milan.pth"
+    path.write_bytes(b"a" * 64)
+    explainer = MilanExplainer(probe={"_target_": "p"}, checkpoint=str(path))
+    before = explainer.cache_key()
+    assert explainer.cache_key() == before
+    st = path.stat()
+    time.sleep(0.02)  # past the file system's coarse clock tick: the ctime moves
+    path.write_bytes(b"b" * 64)  # the repro: same size, mtime put back
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert path.stat().st_size == st.st_size and path.stat().st_mtime_ns == st.st_mtime_ns
+    assert explainer.cache_key() != before
 
 
 def test_published_sizes_of_the_random_decoder():

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import lightning as L
@@ -107,6 +108,30 @@ def test_generator_cache_keys_tell_settings_apart():
             TinyDiffusersGenerator(sample_size=16).cache_key}
     assert len(keys) == 4
     assert TinyDiffusersGenerator().cache_key == TinyDiffusersGenerator().cache_key
+
+
+def _rewrite_keeping_size_and_mtime(path: Path, data: bytes) -> None:
+    st = path.stat()
+    time.sleep(0.02)  # past the file system's coarse clock tick: the ctime moves
+    path.write_bytes(data)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert path.stat().st_size == st.st_size and path.stat().st_mtime_ns == st.st_mtime_ns
+
+
+def test_a_local_model_folder_keys_the_images_by_content_and_variant(tmp_path, monkeypatch):
+    monkeypatch.setenv("COSY_CACHE_DIR", str(tmp_path / "cache"))
+    weights = tmp_path / "my-sd" / "unet" / "diffusion_pytorch_model.safetensors"
+    weights.parent.mkdir(parents=True)
+    weights.write_bytes(b"a" * 64)
+    gen = DiffusersGenerator(model_id=str(tmp_path / "my-sd"), dtype="float32")
+    before = gen.cache_key
+    assert gen.cache_key == before
+    _rewrite_keeping_size_and_mtime(weights, b"b" * 64)  # other weights, same size and mtime
+    assert gen.cache_key != before
+    assert DiffusersGenerator(model_id=str(tmp_path / "my-sd"), variant="fp16").cache_key \
+        != gen.cache_key
+    hub = DiffusersGenerator(model_id="stabilityai/stable-diffusion-xl-base-1.0").cache_key
+    assert "model_content" not in hub  # a hub id is not a local path: keyed by its name
 
 
 def test_diffusers_generator_with_a_missing_local_path_says_how_to_run_offline(tmp_path):

@@ -12,6 +12,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from cosy_bench.cache.fingerprint import file_fingerprint
 from cosy_bench.distributed.ranks import gather_objects, get_rank, get_world_size
 from cosy_bench.distributed.shards import shard
 from cosy_bench.explainers.base import Explainer, Explanations
@@ -81,9 +82,8 @@ class MilanExplainer(Explainer):
             key["probe"] = OmegaConf.to_container(self.probe, resolve=True)
         key.pop("batch_units")
         path = TOY_CHECKPOINT if self.checkpoint == "toyworld" else Path(self.checkpoint)
-        if path.is_file():  # a replaced file invalidates the explanations
-            stat = path.stat()
-            key["checkpoint_file"] = [stat.st_size, stat.st_mtime_ns]
+        if path.is_file():  # a replaced file invalidates the explanations: keyed on content
+            key["checkpoint_file"] = file_fingerprint(path)
         return key
 
     def explain(self, ctx) -> Explanations:

@@ -52,6 +52,7 @@ import torch
 from safetensors import safe_open
 from torch import Tensor, nn
 
+from cosy_bench.cache.checked import load_tensors_checked
 from cosy_bench.cache.store import default_cache_dir, save_tensors_atomic
 from cosy_bench.toyworld.vocab import CONCEPT_INDEX, CONCEPTS, FAMILIES
 
@@ -164,7 +165,10 @@ def materialise_checkpoint(weights: str | os.PathLike | None = None,
             ``<cache_dir>/toy_clip/toyworld-clip-<sha256 of the compact file>.safetensors``.
 
     Returns:
-        Path of the float32 checkpoint (written atomically if it was missing).
+        Path of the float32 checkpoint, written atomically with its checksum if it was
+        missing. An existing one is verified first (``cache.checked``): one that does not
+        verify (truncated, zeroed, edited) is moved aside with a warning naming it, and
+        rebuilt.
     """
     weights = Path(weights) if weights is not None else WEIGHTS_PATH
     if not weights.is_file():
@@ -172,7 +176,7 @@ def materialise_checkpoint(weights: str | os.PathLike | None = None,
                                 "`python -m cosy_bench.toyworld.training.clip`")
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     target = root / "toy_clip" / f"{TOY_CLIP_NAME}-{_file_hash(weights)}.safetensors"
-    if not target.is_file():
+    if load_tensors_checked(target) is None:  # missing, or moved aside: it did not verify
         save_tensors_atomic(target, expand_compact(weights))
     return target
 

@@ -79,6 +79,30 @@ def test_shipped_clip_loads_through_factory_into_cache(shipped):
     assert checkpoints[0].stat().st_mtime_ns == mtime
 
 
+def test_a_materialised_checkpoint_that_does_not_verify_is_moved_aside_and_rebuilt(tmp_path,
+                                                                                 caplog):
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    target = toy_clip.materialise_checkpoint(cache_dir=tmp_path)
+    with safe_open(str(target), framework="pt") as f:
+        meta = f.metadata()
+        zeroed = {k: torch.zeros_like(f.get_tensor(k)) for k in f.keys()}  # noqa: SIM118
+    save_file(zeroed, str(target), metadata=meta)  # zeroed, its old checksum kept
+    with caplog.at_level("WARNING", logger="cosy_bench"):
+        model, _, _ = toy_clip.load_toy_clip(cache_dir=tmp_path)
+    aside = list((tmp_path / "toy_clip").glob(f"{target.name}.corrupt-*"))
+    assert len(aside) == 1 and str(target) in caplog.text and "moved aside" in caplog.text
+    expected = toy_clip.expand_compact(toy_clip.WEIGHTS_PATH)
+    state = model.state_dict()
+    assert state["token_embedding.weight"].abs().sum() > 0
+    for key, value in expected.items():
+        torch.testing.assert_close(state[key], value, rtol=0, atol=0)
+    mtime = target.stat().st_mtime_ns  # rebuilt and now verified: reused as it is
+    assert toy_clip.materialise_checkpoint(cache_dir=tmp_path) == target
+    assert target.stat().st_mtime_ns == mtime
+
+
 def test_preprocess_matches_batched_tensor_path(shipped):
     model, preprocess, _, _ = shipped
     images, _, _ = render_batch(3, seed=5, with_masks=False)

@@ -146,3 +146,27 @@ def test_explanations_are_keyed_on_the_contents_of_the_local_files_they_name(tmp
     os.utime(words, ns=(st.st_atime_ns, st.st_mtime_ns))
     assert folder_contents(ctx, settings) != first
     assert folder_contents(ctx, {**settings, "concepts": {"path": str(tmp_path / "no.txt")}}) == []
+
+
+def test_a_control_set_of_one_image_copied_reports_near_constant_neurons(compose, tmp_path,
+                                                                        caplog):
+    import shutil
+
+    from PIL import Image
+
+    from cosy_bench.toyworld.data import ToyControlSet
+
+    folder = tmp_path / "same"
+    folder.mkdir()
+    Image.fromarray(ToyControlSet(n=1, seed=3).images[0]).save(folder / "img000.png")
+    for i in range(1, 24):
+        shutil.copy(folder / "img000.png", folder / f"img{i:03d}.png")
+    cfg = compose(["explainer=ground_truth", "neurons.ids=[0,3,9,17]", "n_images=6",
+                   "logger=none", f"paths.cache_dir={tmp_path / 'cache'}", "dataset=image_folder",
+                   f"dataset.root={folder}", "batch_size=5"])  # batches of 5, 5, ..., 3: rounding may differ by batch
+    with caplog.at_level(logging.WARNING, logger="cosy_bench"):
+        report = run(cfg, tmp_path / "r1")
+    summary = json.loads((tmp_path / "r1" / "summary.json").read_text())
+    assert summary["run"]["near_constant_neurons"] == [0, 3, 9, 17]
+    assert "(near-)constant control activations" in caplog.text
+    assert [float(row["mad"]) for row in report.rows] == [0.0] * 4  # not 1e7: the sorted path

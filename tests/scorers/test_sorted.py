@@ -114,3 +114,22 @@ def test_cache_entry_is_derived_from_and_invalidated_with_the_activations(compos
     assert torch.equal(second.values, (-acts).T.sort(dim=1).values)
     assert sorted(source.parent.glob(f"{source.stem}.sorted-*")) != entries
     assert len(list(source.parent.glob(f"{source.stem}.sorted-*"))) == 1  # stale one removed
+
+
+def test_sorted_mad_gives_near_constant_columns_zero_as_mad_does():
+    """The control of tests/scorers/test_cosy.py::test_near_constant_control_columns_give_mad_
+    zero_not_1e7: the pipeline scores MAD through this path, so the rule must be the same."""
+    from cosy_bench.scorers.cosy import mad
+
+    gen = torch.Generator().manual_seed(4)
+    control = torch.randn(500, 4, generator=gen)
+    control[:, 1] = 3.25 + 1e-6 * torch.randn(500, generator=gen)  # float32 rounding noise
+    control[:, 2] = -120.0 + 2e-4 * torch.randn(500, generator=gen)  # relative 1.7e-6
+    control[:, 3] = 1e-3 * torch.randn(500, generator=gen)  # small but really spread
+    concept = control[:10] + 0.5
+    sorted_control = sort_control(control)
+    fast = score_sorted(["mad"], sorted_control, concept)["mad"]
+    assert torch.allclose(fast, mad(control, concept), rtol=1e-12, atol=0)  # summation order
+    assert fast[1].item() == 0.0 and fast[2].item() == 0.0
+    assert fast[0].item() != 0.0 and fast[3].abs().item() > 100
+    assert sorted_control.constant.tolist() == [False, True, True, False]

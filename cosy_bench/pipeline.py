@@ -84,13 +84,14 @@ def folder_contents(ctx: RunContext, settings: dict) -> list[str]:
     explainer reports it if it has to run."""
     out, roots = [], set()
     for node in _folders_in(settings):
+        # a dataset root is the dataset's to fingerprint (its files, not every file under it)
+        roots.add(str(Path(str(node["root"])).expanduser().resolve()))
         try:
             dataset = instantiate(node)
         except (OSError, ValueError, InstantiationException) as err:
             log.debug("no content fingerprint for %s: %s", node.get("root"), err)
             continue
         out.append(ctx.dataset_key(dataset).get("content", dataset.name))
-        roots.add(str(Path(str(node["root"])).expanduser().resolve()))
     plain = OmegaConf.to_container(settings, resolve=True) if isinstance(settings, DictConfig) \
         else settings
     memo = ctx.cache.root / "fingerprints"

@@ -108,3 +108,37 @@ def test_a_concept_list_overwritten_in_place_is_recomputed(compose, tmp_path):
     fresh = run(compose(overrides(tmp_path / "fresh")), tmp_path / "r3")
     assert _labels(second) == _labels(fresh)
     assert _results(tmp_path / "r2") == _results(tmp_path / "r3")
+
+
+def test_clip_weights_overwritten_in_place_recompute_the_clip_embeddings(compose, tmp_path):
+    """CLIP-Dissect's cached image and text embeddings follow the CLIP weights' contents."""
+    import torch
+    from safetensors import safe_open
+
+    from cosy_bench.toyworld.clip import WEIGHTS_PATH
+
+    weights = tmp_path / "toy_clip.safetensors"
+    shutil.copyfile(WEIGHTS_PATH, weights)
+
+    def overrides(cache: Path) -> list[str]:
+        return [f"paths.cache_dir={cache}", "logger=none", "explainer=clip_dissect",
+                "layer=concepts", f"+clip.weights={weights}", "neurons.ids=[0,8]",
+                "n_images=4", "probe.n=600", "dataset.n=300"]
+
+    first = run(compose(overrides(tmp_path / "cache")), tmp_path / "r1")
+    with safe_open(str(weights), framework="pt") as f:
+        meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    # other weights, the same file size: the word embeddings rolled by one word
+    tensors["token_embedding.values"] = torch.roll(tensors["token_embedding.values"], 1, 0)
+    stamps = _keep_stamps([weights])
+    size = weights.stat().st_size
+    save_file(tensors, weights, metadata=meta)
+    os.utime(weights, ns=stamps[weights])
+    assert weights.stat().st_size == size
+    second = run(compose(overrides(tmp_path / "cache")), tmp_path / "r2")
+    for kind in ("clip_images", "clip_texts"):
+        assert len(list((tmp_path / "cache" / kind).glob("*.safetensors"))) == 2, kind
+    fresh = run(compose(overrides(tmp_path / "fresh")), tmp_path / "r3")
+    assert _labels(fresh) != _labels(first)  # the test can tell stale embeddings
+    assert _labels(second) == _labels(fresh)
+    assert _results(tmp_path / "r2") == _results(tmp_path / "r3")

@@ -93,6 +93,7 @@ class ClipDissectExplainer(Explainer):
                 "hparams": plain(self.hparams)}
 
     def explain(self, ctx) -> Explanations:
+        from cosy_bench.cache.fingerprint import module_fingerprint
         from cosy_bench.cache.store import save_tensors_atomic, stable_hash
         from cosy_bench.explainers.concept_sets import resolve
         from cosy_bench.loops.activations import collect_activations
@@ -106,8 +107,10 @@ class ClipDissectExplainer(Explainer):
         concepts = resolve(concepts)
         probe = instantiate(self.probe)
         clip_model, preprocess, tokenizer = instantiate(self.clip)
+        # the embeddings follow the CLIP weights' contents, not only the config naming them
+        clip_key = {"clip": key["clip"], "clip_weights": module_fingerprint(clip_model)}
 
-        img_path = ctx.cache.path("clip_images", stable_hash({"clip": key["clip"],
+        img_path = ctx.cache.path("clip_images", stable_hash({**clip_key,
                                                               **ctx.dataset_key(probe)}),
                                   ".safetensors")
         cached = ctx.cache.load_tensors(img_path)
@@ -120,8 +123,8 @@ class ClipDissectExplainer(Explainer):
             save_tensors_atomic(img_path, {"embeddings": emb, "index": index})
         else:
             emb, index = cached["embeddings"], cached["index"]
-        txt_path = ctx.cache.path("clip_texts", stable_hash({"clip": key["clip"],
-                                                             "concepts": concepts}), ".safetensors")
+        txt_path = ctx.cache.path("clip_texts", stable_hash({**clip_key, "concepts": concepts}),
+                                  ".safetensors")
         cached = ctx.cache.load_tensors(txt_path)
         if cached is None:
             text = encode_texts(clip_model, tokenizer, concepts)

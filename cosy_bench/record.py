@@ -42,10 +42,19 @@ N_TOP, N_SYNTHETIC = 8, 8
 LEVEL = 0.95
 
 _WORD = re.compile(r"[a-z0-9]+")
+#: a negated term of a formula label: ``NOT`` (upper case, as formulas write it) and the
+#: concept up to the next ``AND`` / ``OR`` / parenthesis, or the parenthesised group after it
+_NEGATED = re.compile(r"\bNOT\s+(?:\([^()]*\)|.*?(?=\s+(?:AND|OR)\b|\)|$))")
 
 
 def _words(text: str) -> list[str]:
     return [w.removesuffix("s") if len(w) > 3 else w for w in _WORD.findall(text.lower())]
+
+
+def positive_text(explanation: str) -> str:
+    """``explanation`` without its negated terms (``circle AND NOT red`` -> ``circle AND``;
+    a free-text lower-case "not" stays)."""
+    return _NEGATED.sub("", explanation)
 
 
 def names_concept(explanation: str, truth: str) -> bool:
@@ -53,9 +62,10 @@ def names_concept(explanation: str, truth: str) -> bool:
 
     Case-insensitive on words (a trailing plural ``s`` ignored): every word of the truth
     appears in the explanation. A compositional explanation (``red AND circle``, ``striped
-    red circle``) counts when it contains the concept.
+    red circle``) counts when it contains the concept as a positive term: terms after
+    ``NOT`` (``circle AND NOT red``) do not count.
     """
-    expl = set(_words(explanation))
+    expl = set(_words(positive_text(explanation)))
     return bool(_words(truth)) and all(w in expl for w in _words(truth))
 
 

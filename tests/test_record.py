@@ -43,6 +43,22 @@ def test_names_concept():
     assert not names_concept("anything", "")
 
 
+def test_names_concept_ignores_negated_terms():
+    # a concept after NOT is what the unit does not fire on: it does not name the concept
+    assert not names_concept("circle AND NOT red", "red")
+    assert not names_concept("NOT red", "red")
+    assert not names_concept("(circle OR square) AND NOT red", "red")
+    assert not names_concept("circle AND NOT (red OR blue)", "blue")
+    assert not names_concept("circle AND NOT dark red", "dark red")
+    # the positive terms still count, before and after a negated one
+    assert names_concept("red AND NOT circle", "red")
+    assert names_concept("(circle AND NOT square) OR red", "red")
+    assert names_concept("square AND NOT (red OR blue) AND circle", "circle")
+    assert names_concept("((dog OR cat) AND grass) OR NOT sky", "grass")
+    # a free-text (lower-case) "not" is an ordinary word
+    assert names_concept("not red", "red")
+
+
 def test_report_writes_its_files_and_prints_the_table(tmp_path, capsys):
     report = record_by_hand(tmp_path)
     out = tmp_path / "run"

@@ -10,6 +10,7 @@ import torch
 from cosy_bench.explainers.compexp import compexp, pixel_samples
 from cosy_bench.explainers.formulas import formula_indicator
 from cosy_bench.explainers.netdissect import Segmentation
+from cosy_bench.record import names_concept, positive_text
 
 C = 7
 NAMES = [f"c{i}" for i in range(C)]
@@ -114,3 +115,10 @@ def test_compexp_names_the_toy_worlds_concept_units_with_short_formulas(compose,
     assert all(len(r["explanation"].split(" AND ")) + r["explanation"].count(" OR ") <= 3
                for r in report.rows)
     assert all(float(r["compexp_iou"]) > 0 for r in report.rows)
+    # the true concept is a positive term of the formula, never (only) a negated one
+    named = [r for r in report.rows if names_concept(r["explanation"], r["ground_truth"])]
+    assert len(named) >= 0.9 * len(report.rows)
+    for r in named:
+        positive = positive_text(r["explanation"]).lower()
+        assert r["ground_truth"].lower() in positive, r
+        assert f"not {r['ground_truth'].lower()}" not in r["explanation"].lower(), r

@@ -13,9 +13,9 @@ Download (about 1 GB, for users with a network)::
 
     python -m cosy_bench.data.broden --root ~/data [--sha256 HEX]
 
-fetches ``broden1_224.zip`` from the authors' server, checks its SHA-256 (the given one, or
-the one pinned in :data:`BRODEN_SHA256`; the authors publish none, so the command prints the
-digest of what it fetched for you to pin), and unpacks it under ``--root``.
+fetches ``broden1_224.zip`` from the authors' server, checks its MD5 against
+:data:`BRODEN_MD5` (and its SHA-256 against ``--sha256`` where given) before unpacking, and
+unpacks it under ``--root``; a mismatch raises and keeps nothing.
 """
 
 from __future__ import annotations
@@ -33,11 +33,14 @@ from PIL import Image
 
 from cosy_bench.data.datasets import load_image
 
-__all__ = ["BRODEN_SHA256", "BRODEN_URL", "BrodenProbeSet", "download"]
+__all__ = ["BRODEN_MD5", "BRODEN_URL", "BrodenProbeSet", "download"]
 
 BRODEN_URL = "http://netdissect.csail.mit.edu/data/broden1_224.zip"
-#: SHA-256 of broden1_224.zip, pinned once known (the authors publish none)
-BRODEN_SHA256: str | None = None
+#: MD5 of broden1_224.zip. The authors publish no digest; this one is published by a
+#: third party (the datasets setup script of the "bisturi" project). We could not download
+#: the archive here to confirm it: if a genuine download mismatches, tell us (and pass
+#: ``--md5`` with the digest the command prints, after checking the file).
+BRODEN_MD5 = "be13c292eaef3300da03f8d0e48eab1c"
 PIXEL_CATEGORIES = ("color", "object", "part", "material")
 IMAGE_CATEGORIES = ("scene", "texture")
 _COUNT = re.compile(r"(\w+)\((\d+)\)")
@@ -119,35 +122,55 @@ class BrodenProbeSet(torch.utils.data.Dataset):
         return pixels, torch.tensor(image, dtype=torch.long)
 
 
-def download(root: str | Path, sha256: str | None = None, url: str = BRODEN_URL) -> Path:
-    """Fetch, verify and unpack Broden under ``root``; returns the ``broden1_224`` folder."""
+def download(root: str | Path, sha256: str | None = None, url: str = BRODEN_URL,
+             md5: str | None = BRODEN_MD5) -> Path:
+    """Fetch ``url`` into ``root``, verify it and unpack it; returns the unpacked folder
+    (``root/broden1_224``: the archive's name without ``.zip``).
+
+    The MD5 (``md5``, default :data:`BRODEN_MD5`) and, where given, the SHA-256 (``sha256``)
+    are checked after the download and before unpacking; a mismatch raises ``ValueError``
+    naming the file, the expected and the got digest, and keeps nothing (the partial file is
+    removed). ``md5=None`` and no ``sha256``: nothing to check, the digests are printed."""
     import urllib.request
 
     root = Path(root).expanduser()
     root.mkdir(parents=True, exist_ok=True)
     target = root / Path(url).name
-    part = target.with_suffix(".part")
-    with urllib.request.urlopen(url) as resp, open(part, "wb") as out:  # noqa: S310
-        while chunk := resp.read(1 << 20):
-            out.write(chunk)
-    digest = hashlib.sha256(part.read_bytes()).hexdigest()
-    want = sha256 or BRODEN_SHA256
-    if want and digest != want.lower():
-        part.unlink()
-        raise ValueError(f"{url}: SHA-256 {digest} is not the expected {want}; nothing kept")
-    part.rename(target)
-    print(f"{target.name}: sha256 {digest}" + ("" if want else " (pin it with --sha256)"))
+    part = target.with_name(target.name + ".part")
+    hashes = {"md5": hashlib.md5(), "sha256": hashlib.sha256()}  # noqa: S324 (a checksum)
+    try:
+        with urllib.request.urlopen(url) as resp, open(part, "wb") as out:  # noqa: S310
+            while chunk := resp.read(1 << 20):
+                out.write(chunk)
+                for h in hashes.values():
+                    h.update(chunk)
+        got = {name: h.hexdigest() for name, h in hashes.items()}
+        for name, want in (("md5", md5), ("sha256", sha256)):
+            if want and got[name] != want.strip().lower():
+                raise ValueError(f"{target.name} (from {url}): {name.upper()} {got[name]} is "
+                                 f"not the expected {want}; nothing kept (download again, or "
+                                 f"check the file and pass --{name} with its digest)")
+    except BaseException:
+        part.unlink(missing_ok=True)
+        raise
+    part.replace(target)
+    checked = [n for n, w in (("md5", md5), ("sha256", sha256)) if w]
+    print(f"{target.name}: md5 {got['md5']}, sha256 {got['sha256']} ("
+          + (f"{' and '.join(checked)} verified)" if checked else "not verified)"))
     with zipfile.ZipFile(target) as z:
         z.extractall(root)
     return root / Path(url).stem
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description="Download the Broden probe set.")
-    parser.add_argument("--root", required=True)
-    parser.add_argument("--sha256", default=None)
+    parser = argparse.ArgumentParser(description="Download the Broden probe set "
+                                                 "(broden1_224, about 1 GB) and verify it.")
+    parser.add_argument("--root", required=True, help="folder to unpack broden1_224/ into")
+    parser.add_argument("--md5", default=BRODEN_MD5, help="expected MD5 (default: pinned)")
+    parser.add_argument("--sha256", default=None, help="expected SHA-256, also checked")
+    parser.add_argument("--url", default=BRODEN_URL)
     args = parser.parse_args(argv)
-    print(download(args.root, args.sha256))
+    print(download(args.root, args.sha256, url=args.url, md5=args.md5))
     return 0
 
 

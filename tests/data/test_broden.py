@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import hashlib
+import shutil
 
 import lightning as L
 import numpy as np
@@ -11,7 +13,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from cosy_bench.data.broden import BrodenProbeSet
+from cosy_bench.data.broden import BRODEN_MD5, BrodenProbeSet, download
 from cosy_bench.explainers.netdissect import dissect, probe_categories
 
 LABELS = [(1, "red", "color(3)"), (2, "dog", "object(2);part(1)"), (3, "ear", "part(4)"),
@@ -96,3 +98,38 @@ def test_missing_folder_names_the_setting(tmp_path):
         BrodenProbeSet(tmp_path)
     with pytest.raises(ValueError, match="probe.root"):
         BrodenProbeSet(None)
+
+
+@pytest.fixture
+def broden_zip(broden, tmp_path):
+    """``broden1_224.zip`` of the small folder (a ``broden1_224/`` inside, as published)."""
+    archive = shutil.make_archive(str(tmp_path / "server" / "broden1_224"), "zip",
+                                  root_dir=broden.parent, base_dir=broden.name)
+    return tmp_path / "server" / "broden1_224.zip", archive
+
+
+def test_download_verifies_the_digests_before_unpacking(broden_zip, tmp_path, capsys):
+    archive, _ = broden_zip
+    url = archive.resolve().as_uri()  # file://: urllib reads it like the authors' server
+    md5 = hashlib.md5(archive.read_bytes()).hexdigest()
+    sha = hashlib.sha256(archive.read_bytes()).hexdigest()
+    # a wrong MD5 (the pinned one is not this archive's): ValueError naming the file and both
+    # digests, and nothing kept
+    bad = tmp_path / "bad"
+    with pytest.raises(ValueError) as err:
+        download(bad, url=url)
+    for text in ("broden1_224.zip", BRODEN_MD5, md5):
+        assert text in str(err.value)
+    assert list(bad.iterdir()) == []
+    # a right MD5 but a wrong SHA-256 given by the user
+    with pytest.raises(ValueError, match=f"SHA256 {sha} is not the expected {'0' * 64}"):
+        download(bad, sha256="0" * 64, url=url, md5=md5)
+    assert list(bad.iterdir()) == []
+    # right digests: unpacked, and the loader reads it
+    good = tmp_path / "good"
+    folder = download(good, sha256=sha.upper(), url=url, md5=md5)
+    assert folder == good / "broden1_224"
+    assert "md5 and sha256 verified" in capsys.readouterr().out
+    probe = BrodenProbeSet(folder)
+    assert probe.concepts == ["red", "dog", "ear", "kitchen", "striped"] and len(probe) == 3
+    assert sorted(p.name for p in good.iterdir()) == ["broden1_224", "broden1_224.zip"]

@@ -1,0 +1,50 @@
+"""``bench explainers``' NetDissect and CompExp rows (cosy_bench/bench/dissection.py) at a tiny
+size: the rows are printed, the vectorised tally equals NetDissect-Lite's loop, CompExp finds
+the planted labels.
+
+C = 200 labels, not fewer: the bench's synthetic probe may give a pixel the same label in two
+categories when C is small (the tally counts it once, the per-unit loop twice), and its
+per-candidate baseline indexes labels 0..21."""
+
+from __future__ import annotations
+
+import re
+
+from cosy_bench.bench.__main__ import main as bench_main
+
+NUM = r"[\d,]+(?:\.\d+)?"
+
+
+def test_netdissect_and_compexp_rows_at_a_tiny_size(capsys):
+    argv = ["explainers", "--skip-invert", "--skip-clip", "--dissect-images", "100",
+            "--dissect-neurons", "6", "--dissect-concepts", "200", "--dissect-timed-images", "20",
+            "--mask-size", "16", "--compexp-units", "3", "--compexp-images", "80"]
+    assert bench_main(argv) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+
+    assert "NetDissect: probe 100 images, K=6 units, C=200 labels, masks 16x16" in lines, out
+    assert re.search(rf"^  vectorised tally: {NUM} ms/image on 20 images; EXTRAPOLATED to 100 "
+                     rf"images: {NUM} s$", out, re.M), out
+    lite = re.search(rf"^  NetDissect-Lite per-unit loop: {NUM} ms per image and unit; "
+                     rf"EXTRAPOLATED to 100 x 6: {NUM} s \(({NUM})x\); max \|count diff\| on "
+                     r"the subset: (\S+)$", out, re.M)
+    assert lite, out
+    assert float(lite.group(2)) == 0.0  # the vectorised counts equal the loop's
+
+    # 80 images of 16 x 16 pixels; K * (C + 2 * B * 3C) = 6 * (200 + 6000) candidates
+    assert "CompExp: 80 images x 16x16 = 20,480 pixels, C=200 labels, length 3, beam 5" in lines
+    beam = re.search(rf"^  shared beam search: {NUM} s/unit \(3 units on 80 images, scaled to "
+                     rf"100\); EXTRAPOLATED to K=6: {NUM} s \(planted label in the formula: "
+                     r"(\d+)/3\)$", out, re.M)
+    assert beam and beam.group(1) == "3", out
+    assert re.search(rf"^  per-candidate formula \+ IoU \(numpy\): {NUM} ms; EXTRAPOLATED to "
+                     rf"K\*\(C \+ 2\*B\*3C\) = 37,200 candidates: {NUM} s \({NUM}x\)$", out,
+                     re.M), out
+
+
+def test_skipping_both_rows_prints_neither(capsys):
+    argv = ["explainers", "--skip-invert", "--skip-clip", "--skip-netdissect", "--skip-compexp"]
+    assert bench_main(argv) == 0
+    out = capsys.readouterr().out
+    assert "NetDissect" not in out and "CompExp" not in out

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 import shutil
 import subprocess
 import sys
+from html import unescape
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -116,6 +118,53 @@ def test_every_link_resolves_inside_the_report(report):
         assert max(im.size) <= 80
 
 
+def test_header_lists_the_runs_their_folded_configs_and_the_versions(report, sweep):
+    """The header names the versions that made the report; the Runs section has one row per
+    run folder with its status and its config.yaml folded (``<details>``), and the versions."""
+    import torch
+    import yaml
+
+    import cosy_bench
+
+    html = report.read_text()
+    versions = (f"cosy_bench {cosy_bench.__version__}", f"torch {torch.__version__}")
+    head = html[html.index("<h1>"):html.index("<h2>")]
+    assert "4 run folders, 4 with scores" in head
+    assert all(v in head for v in versions), head
+    runs = html[html.index('<h2 id="runs">Runs</h2>'):]
+    assert all(v in runs.split("</table>")[-1] for v in versions)  # "report made with ..."
+    folders = sorted(p.parent for p in sweep.glob("*/summary.json"))
+    assert len(folders) == 4
+    rows = re.findall(r"<tr><td>([^<]*)</td><td class=ok>complete</td><td>([^<]*)</td>"
+                      r"<td>[^<]*</td><td><details><summary>config\.yaml</summary><pre>(.*?)"
+                      r"</pre></details></td></tr>", runs, re.S)
+    assert sorted(label for label, _, _ in rows) == [f.name for f in folders]
+    for label, what, pre in rows:
+        folded = yaml.safe_load(unescape(pre))  # the run's config, as its folder holds it
+        assert folded == yaml.safe_load((sweep / label / "config.yaml").read_text())
+        model, layer, method = unescape(what).split(" / ")
+        assert (model, method) == ("toy_cnn", folded["explainer_name"])
+        assert layer == folded["layer"]["name"] and f"explainer={method}" in label
+
+
+def test_distributions_hold_a_box_and_the_points_of_each_method(report):
+    """Per layer, one panel per score (AUC, MAD), each with a box per method, labelled with
+    its name, and the method's 6 neurons as points."""
+    for layer in LAYERS:
+        svg = (report.parent / "figures" / f"dist_toy_cnn_{layer}.svg").read_text()
+        for title in (f"toy_cnn / {layer}: AUC", f"toy_cnn / {layer}: MAD"):
+            assert f"<!-- {title} -->" in svg
+        for method in EXPLAINERS:  # the tick label under its box, in both panels
+            assert svg.count(f"<!-- {method} -->") == 2
+        # the points: a scatter per method and score, one marker per neuron
+        groups = re.findall(r'<g id="PathCollection_\d+">(.*?)</g>', svg, re.S)
+        assert [g.count("<use ") for g in groups] == [6] * (2 * len(EXPLAINERS))
+        # the boxes: per method and score a box outline (5 vertices)
+        paths = re.findall(r'<g id="line2d_\d+">\s*<path d="([^"]*)"', svg)
+        boxes = [d for d in paths if d.count("L") == 4]  # a box: 4 segments; others: 1
+        assert len(boxes) == 2 * len(EXPLAINERS), paths
+
+
 def test_failed_runs_are_listed_and_no_run_is_an_error(sweep, tmp_path, capsys):
     copy = tmp_path / "sweep"
     shutil.copytree(sweep, copy, ignore=shutil.ignore_patterns("report"))
@@ -134,6 +183,55 @@ def test_failed_runs_are_listed_and_no_run_is_an_error(sweep, tmp_path, capsys):
         build_report(empty)
     assert report_main([str(empty)]) == 1
     assert "no run under" in capsys.readouterr().err
+
+
+def test_report_command_logs_a_wandb_summary_run_with_the_across_layers_plots(
+        sweep, tmp_path, monkeypatch, capsys):
+    """``python -m cosy_bench.report DIR --wandb`` on the 2-layer sweep, W&B offline: the
+    summary run joins the sweep's group and holds the leaderboard table, the across-layers
+    figures and a ``line_series`` chart per score whose lines are the methods' means."""
+    import json
+
+    from test_loggers import _finished_records, _wandb_summary
+
+    copy = tmp_path / "multirun" / "2025-01-31" / "12-00-00"
+    shutil.copytree(sweep, copy, ignore=shutil.ignore_patterns("report"))
+    for var in list(os.environ):
+        if var.startswith("WANDB_"):
+            monkeypatch.delenv(var)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    for var in ("WANDB_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_DATA_DIR",
+                "WANDB_ARTIFACT_DIR"):
+        monkeypatch.setenv(var, str(tmp_path / "wandb_home" / var.lower()))
+    assert report_main([str(copy), "--wandb", "--no-cards", "--resamples", "200"]) == 0
+    assert "W&B summary run logged" in capsys.readouterr().out
+
+    (run_dir,) = (copy / "report" / "wandb").glob("offline-run-*")
+    records = _finished_records(run_dir)
+    (run,) = [r.run for r in records if r.WhichOneof("record_type") == "run"]
+    assert run.run_group == "2025-01-31_12-00-00" and run.job_type == "report"
+    summary = _wandb_summary(run_dir)
+    assert summary["leaderboard/_type"] == "table-file" and summary["leaderboard/nrows"] == 4
+    for score in ("auc", "mad"):
+        assert summary[f"figures/across_layers_{score}/_type"] == "image-file"
+        # wandb.plot.line_series: the chart's table, and the panel that draws it
+        key = f"across_layers/toy_cnn/{score}"
+        assert summary[f"{key}_table/_type"] == "table-file"
+        panels = [item for r in records if r.WhichOneof("record_type") == "config"
+                  for item in r.config.update if list(item.nested_key[-1:]) == [key]]
+        assert len(panels) == 1
+        assert json.loads(panels[0].value_json)["panel_config"]["panelDefId"] == \
+            "wandb/lineseries/v0"
+        table = json.loads((run_dir / "files" / summary[f"{key}_table/path"]).read_text())
+        assert table["columns"] == ["step", "lineKey", "lineVal"]
+        # one line per method, x = the layer's index in forward order, y = its mean
+        with open(copy / "report" / "leaderboard.csv", newline="") as f:
+            means = {(LAYERS.index(r["layer"]), r["method"]): float(r[f"{score}_mean"])
+                     for r in csv.DictReader(f)}
+        got = {(step, method): value for step, method, value in table["data"]}
+        assert got.keys() == means.keys()
+        assert all(got[k] == pytest.approx(means[k], abs=1e-12) for k in means)
 
 
 def _chromium() -> str | None:

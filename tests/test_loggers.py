@@ -217,6 +217,16 @@ def test_wandb_sweep_logs_dated_groups_resolved_layers_quietly_and_a_summary_run
     assert config["layer"] == "avgpool" and config["cfg"]["layer"]["name"] is None
     summary = _wandb_summary(run_dir)
     assert summary["run/n_control"] == 16 and summary["run/images_generated"] == 6
+    # the sweep's own run: its summary metrics and its per-neuron table with image columns
+    result = json.loads((job / "summary.json").read_text())
+    assert summary["auc/mean"] == pytest.approx(result["auc"]["mean"])
+    assert summary["mad/mean"] == pytest.approx(result["mad"]["mean"])
+    (table,) = [r.artifact for r in records if r.WhichOneof("record_type") == "artifact"
+                and r.artifact.type == "run_table"]
+    entries = {e.path: e.local_path for e in table.manifest.contents}
+    written = json.loads(Path(entries["neurons.table.json"]).read_text())
+    assert written["columns"][-2:] == ["synthetic", "top_control"]
+    assert written["data"] and all(row[-2]["_type"] == "image-file" for row in written["data"])
 
     (summary_dir,) = (sweep / "report" / "wandb").glob("offline-run-*")
     records = _finished_records(summary_dir)

@@ -48,6 +48,7 @@ def test_toy_tests_on_planted_units_and_the_auc_of_clean_negatives():
     assert 0.15 < moved["share_of_control_showing_concept"] < 0.25
 
 
+@pytest.mark.slow
 def test_experiment_meta_eval_writes_the_csv_and_prints_the_table(compose, tmp_path, capsys):
     """``python -m cosy_bench experiment=meta_eval`` at a small size, through its task
     (``cfg.task`` as cosy_bench.run calls it): the csv's columns and values, the json, the

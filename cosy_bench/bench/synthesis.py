@@ -240,7 +240,7 @@ def _print(rows: list, bench: _Bench, images: int, peak: float | None) -> None:
         head += f" {label + ' s':>{max(8, len(label) + 2)}} {label + ' TFLOP/s':>{_tf(label)}}"
     print(head + f" {'of peak':>8} {'peak GPU mem':>13}")
     for label, _, wall, seconds, mem in rows:
-        line = f"{label:<26} {images / wall:9.3f} {wall / images:9.2f}"
+        line = f"{label:<26} {images / wall:9.3f} {wall / images:9.3g}"
         for (name, _, flops), secs in zip(bench.stages, seconds, strict=True):
             achieved = flops * images / secs / 1e12 if secs else 0.0
             line += f" {secs:{max(8, len(name) + 2)}.1f} {achieved:{_tf(name)}.3g}"

@@ -1,14 +1,13 @@
 """``bench explainers``' NetDissect and CompExp rows (cosy_bench/bench/dissection.py) at a tiny
 size: the rows are printed, the vectorised tally equals NetDissect-Lite's loop, CompExp finds
-the planted labels.
-
-C = 200 labels, not fewer: the bench's synthetic probe may give a pixel the same label in two
-categories when C is small (the tally counts it once, the per-unit loop twice), and its
-per-candidate baseline indexes labels 0..21."""
+the planted labels; with few labels too (the probe's categories draw from disjoint label
+ranges, so no pixel holds a label twice)."""
 
 from __future__ import annotations
 
 import re
+
+import pytest
 
 from cosy_bench.bench.__main__ import main as bench_main
 
@@ -48,3 +47,14 @@ def test_skipping_both_rows_prints_neither(capsys):
     assert bench_main(argv) == 0
     out = capsys.readouterr().out
     assert "NetDissect" not in out and "CompExp" not in out
+
+
+def test_few_labels_count_like_the_loop_and_too_few_are_refused(capsys):
+    argv = ["explainers", "--skip-invert", "--skip-clip", "--dissect-images", "40",
+            "--dissect-neurons", "4", "--dissect-concepts", "12", "--dissect-timed-images", "16",
+            "--mask-size", "16", "--compexp-units", "3", "--compexp-images", "40"]
+    assert bench_main(argv) == 0  # 1: a count differs from the loop's, or a label was missed
+    assert re.search(r"max \|count diff\| on the subset: 0(\.0)?$", capsys.readouterr().out,
+                     re.M)
+    with pytest.raises(ValueError, match="--dissect-concepts must be at least 4"):
+        bench_main([*argv[:8], "3", *argv[9:]])

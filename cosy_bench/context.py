@@ -58,10 +58,12 @@ class RunContext:
         """The model part of every cache key: the weights by content, not by name or path."""
         if self._weights_digest is None:
             self._weights_digest = module_fingerprint(self.model.module)
+        precision = self.cfg.get("precision")  # autocast moves activations: in the key
         return {"model": self.model.name, "weights": self.model.weights_id,
                 "weights_sha256": self._weights_digest,
                 "layer": self.layer.name, "module": self.layer.module,
-                "reduction": self.layer.reduction}
+                "reduction": self.layer.reduction,
+                **({"precision": precision} if precision not in (None, "float32") else {})}
 
     def dataset_key(self, dataset) -> dict:
         """The dataset part of a cache key: its name and, for image files, their contents."""
@@ -91,7 +93,8 @@ class RunContext:
                      dataset.name)
             acts, index = collect_activations(
                 self.extractor, dataset, self.model.transform,
-                self.trainer(f"{what} activations"), batch_size=self.cfg.batch_size, num_workers=self.cfg.num_workers)
+                self.trainer(f"{what} activations"), batch_size=self.cfg.batch_size,
+                num_workers=self.cfg.num_workers, precision=self.cfg.get("precision"))
             skipped = len(dataset) - len(index)
             if skipped:
                 log.warning("%d unreadable images of %s were skipped", skipped, dataset.name)

@@ -37,6 +37,8 @@ class RunSchema:
     batch_size: int = _f("images per batch of the activation pass", minimum=1)
     generator_batch_size: int = _f("images per batch of the synthesis pass", minimum=1)
     num_workers: int = _f("data loader workers", minimum=0, words=("auto",))
+    precision: str | None = _f("autocast of the activation pass", optional_key=True,
+                               choices=("float32", "bfloat16", "float16"))
     scorer: list[str] = _f("scores to compute", non_empty=True)
 
 

@@ -105,7 +105,8 @@ def concept_activations(ctx: RunContext, generator: Generator, items: dict[str, 
             acts, index = collect_activations(ctx.extractor, ImageFiles(files),
                                               ctx.model.transform, trainer,
                                               batch_size=ctx.cfg.batch_size,
-                                              num_workers=ctx.cfg.num_workers)
+                                              num_workers=ctx.cfg.num_workers,
+                                              precision=ctx.cfg.get("precision"))
             if len(index) != len(files):
                 raise RuntimeError(f"{len(files) - len(index)} synthetic images could not be "
                                    f"read; delete them from {ctx.cache.root / 'images'} and "
@@ -156,7 +157,8 @@ def synthesise_in_rounds(ctx: RunContext, generator: Generator, concepts: list[s
                                 batch_size=cfg.generator_batch_size)
         got, index = collect_activations(ctx.extractor, ImageFiles([Path(it.path) for it in batch]),
                                          ctx.model.transform, ctx.trainer(),
-                                         batch_size=cfg.batch_size, num_workers=cfg.num_workers)
+                                         batch_size=cfg.batch_size, num_workers=cfg.num_workers,
+                                         precision=cfg.get("precision"))
         if len(index) != len(batch):
             raise RuntimeError(f"{len(batch) - len(index)} synthetic images could not be read; "
                                f"delete them from {ctx.cache.root / 'images'} and run again")

@@ -177,7 +177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="cosy_bench's dataset.decode (gpu: decode_jpeg and the transform on "
                          "--device, the CPU without CUDA)")
     ap.add_argument("--precision", default=None, choices=["bfloat16", "float16"],
-                    help="autocast of cosy_bench's pass on a GPU")
+                    help="autocast of cosy_bench's pass (GPU; bfloat16 also on a CPU)")
     ap.add_argument("--device", default=None, help="cpu or cuda (default: cuda if present)")
     ap.add_argument("--folder", default=None, help="where the JPEGs are made (default: cache)")
     ap.add_argument("--threads", type=int, default=None)

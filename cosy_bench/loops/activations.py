@@ -91,7 +91,8 @@ class ActivationModule(L.LightningModule):
 
     ``channels_last``: convolutions read NHWC (faster on CPUs and tensor cores; the values
     differ from NCHW by float rounding only). ``precision``: ``"bfloat16"``/``"float16"``
-    runs the forward pass under autocast on a GPU (ignored on a CPU); activations are
+    runs the forward pass under autocast: on a GPU either, on a CPU ``bfloat16`` (fast on
+    CPUs with AVX512-BF16 or AMX; ``float16`` on a CPU is refused); activations are
     returned as float32. ``preprocess``: turns a batch into (images, index) on the module's
     device (:class:`~cosy_bench.data.gpu_decode.DevicePreprocess`), or None.
     """
@@ -121,8 +122,11 @@ class ActivationModule(L.LightningModule):
         if self.channels_last and images.ndim == 4:
             images = images.contiguous(memory_format=torch.channels_last)
         dtype = _AUTOCAST.get(self.precision or "")
+        if dtype is torch.float16 and self.device.type == "cpu":
+            raise ValueError("precision=float16 needs a GPU; on a CPU use precision=bfloat16 "
+                             "(fast on CPUs with AVX512-BF16 or AMX) or precision=null")
         with torch.autocast(self.device.type, dtype=dtype,
-                            enabled=dtype is not None and self.device.type == "cuda"):
+                            enabled=dtype is not None and self.device.type in ("cuda", "cpu")):
             acts = self.extractor(images)
         return acts.float().cpu(), index.cpu()
 

@@ -141,6 +141,18 @@ def test_decode_mode_keys_the_cached_activations(compose, smoke, tmp_path):
         assert dataset.decode == mode
         paths[mode] = ctx.activations_path(dataset)
     assert len(set(paths.values())) == 3
+    for precision in ("float32", "bfloat16"):  # autocast moves activations: a key of its own
+        cfg = validate(compose(smoke(tmp_path / "cache", "dataset=image_folder",
+                                     f"dataset.root={tmp_path / 'img'}",
+                                     f"precision={precision}")))
+        model = create_model(cfg.model, seed=0)
+        ctx = RunContext(cfg, Cache(cfg.paths.cache_dir), model, model.layer(cfg.layer.name),
+                         None, 0)
+        paths[precision] = ctx.activations_path(instantiate(cfg.dataset))
+    assert paths["float32"] == paths["full"]  # float32 = no autocast: the old keys hold
+    assert paths["bfloat16"] not in {v for k, v in paths.items() if k != "bfloat16"}
+    with pytest.raises(ConfigError, match=r"precision='int8': expected a string from"):
+        validate(compose(smoke(tmp_path / "cache", "precision=int8")))
     with pytest.raises(ConfigError, match=r"dataset.decode='fast': expected a string from"):
         validate(compose(smoke(tmp_path / "cache", "dataset=image_folder",
                                f"dataset.root={tmp_path / 'img'}", "dataset.decode=fast")))

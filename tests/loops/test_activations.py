@@ -98,3 +98,23 @@ def test_bad_precision_is_a_clear_error():
 
     with pytest.raises(ValueError, match="precision"):
         ActivationModule(torch.nn.Identity(), precision="int8")
+
+
+def test_bfloat16_autocast_runs_on_the_cpu_and_float16_is_refused_there():
+    """precision=bfloat16 autocasts the CPU pass (values move by bf16 rounding, so it is on);
+    float16 needs a GPU and says so."""
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18().eval()
+    transform = standard(72, 64, [0.5] * 3, [0.25] * 3)
+    data = SyntheticControlSet(n=6, size=80)
+
+    def run(precision):
+        return collect_activations(LayerExtractor(model, LayerSpec("layer2", "layer2")), data,
+                                   transform, _trainer(), batch_size=3, precision=precision)[0]
+
+    ref, bf16 = run(None), run("bfloat16")
+    assert bf16.dtype == torch.float32 and not torch.equal(bf16, ref)  # autocast was on
+    assert (bf16 - ref).abs().max() <= 0.02 * ref.abs().max()  # bf16 rounding, no other result
+    assert torch.equal(run("float32"), ref)
+    with pytest.raises(ValueError, match="precision=float16 needs a GPU"):
+        run("float16")

@@ -194,3 +194,17 @@ def record_by_hand(tmp_path: Path, n_images: int = 2, with_activations: bool = T
                 "dataset": SyntheticControlSet(n=16, size=224)}
     return RunRecord.build(cfg, [0, 1, 2], ["tench", "goldfish", "goldfish"], scores, expl, truth,
                            stats, n_control=16, items=items, **acts)
+
+
+def near_constant_control():
+    """(control ``[500, 4]``, concept ``[10, 4]``): identical images in different batches give
+    columns that differ in their last bits: column 1 float32 rounding noise around 3.25, column
+    2 relative noise 1.7e-6 around -120, column 3 small but really spread, column 0 normal."""
+    import torch
+
+    gen = torch.Generator().manual_seed(4)
+    control = torch.randn(500, 4, generator=gen)
+    control[:, 1] = 3.25 + 1e-6 * torch.randn(500, generator=gen)
+    control[:, 2] = -120.0 + 2e-4 * torch.randn(500, generator=gen)
+    control[:, 3] = 1e-3 * torch.randn(500, generator=gen)
+    return control, control[:10] + 0.5

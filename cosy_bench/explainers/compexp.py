@@ -28,18 +28,11 @@ import math
 from collections.abc import Sequence
 
 import torch
-from hydra.utils import instantiate
 
 from cosy_bench.explainers.auroc import LabelProducts
-from cosy_bench.explainers.base import Explainer, Explanations
+from cosy_bench.explainers.base import Explanations
 from cosy_bench.explainers.formulas import OPS, beam_search, format_formula
-from cosy_bench.explainers.netdissect import (
-    dissect,
-    mask_size,
-    mask_size_arg,
-    probe_cache_key,
-    thresholds_of,
-)
+from cosy_bench.explainers.netdissect import ProbeDissector, dissect
 
 log = logging.getLogger("cosy_bench")
 
@@ -126,7 +119,7 @@ def pixel_samples(kept, n_concepts: int) -> tuple[torch.Tensor, torch.Tensor]:
     return masks, labels
 
 
-class CompExpExplainer(Explainer):
+class CompExpExplainer(ProbeDissector):
     """``explainer=compexp``: the formula of probe concepts whose mask best overlaps the
     unit's (IoU), by beam search."""
 
@@ -135,18 +128,11 @@ class CompExpExplainer(Explainer):
     def __init__(self, probe, length: int = 3, beam_size: int = 5, penalty: float = 1.0,
                  quantile: float = 0.005, quantile_samples: int = 65536, mask_size=None,
                  seed: int = 0):
-        self.probe, self.length, self.beam_size = probe, int(length), int(beam_size)
-        self.penalty, self.quantile = float(penalty), float(quantile)
-        self.quantile_samples, self.seed = int(quantile_samples), int(seed)
-        self.mask_size = mask_size_arg(mask_size)
-
-    def cache_key(self) -> dict:
-        return probe_cache_key(self, super().cache_key())
+        super().__init__(probe, quantile, quantile_samples, mask_size, seed)
+        self.length, self.beam_size, self.penalty = int(length), int(beam_size), float(penalty)
 
     def explain(self, ctx) -> Explanations:
-        probe = instantiate(self.probe)
-        size = mask_size(probe, self.mask_size)
-        thr = thresholds_of(ctx, probe, self.quantile, self.quantile_samples, self.seed)
+        probe, size, thr = self.probe_and_thresholds(ctx)
         _, _, kept = dissect(ctx.model.spatial_extractor(ctx.layer.name), probe,
                              ctx.model.transform, ctx.trainer(), thr, size, keep=True,
                              batch_size=ctx.cfg.batch_size, num_workers=ctx.cfg.num_workers)

@@ -283,10 +283,9 @@ def probe_cache_key(explainer: Explainer, key: dict) -> dict:
     return key
 
 
-class NetDissectExplainer(Explainer):
-    """``explainer=netdissect``: label each unit with the probe concept of highest IoU."""
-
-    name = "netdissect"
+class ProbeDissector(Explainer):
+    """What NetDissect and CompExp share: a densely labelled probe set, each unit's threshold
+    at the top ``quantile`` of its map positions (MILAN's pass), a mask resolution."""
 
     def __init__(self, probe, quantile: float = 0.005, quantile_samples: int = 65536,
                  mask_size=None, seed: int = 0):
@@ -297,10 +296,20 @@ class NetDissectExplainer(Explainer):
     def cache_key(self) -> dict:
         return probe_cache_key(self, super().cache_key())
 
-    def explain(self, ctx) -> Explanations:
+    def probe_and_thresholds(self, ctx) -> tuple[object, tuple[int, int], torch.Tensor]:
+        """(the probe set, its mask size ``(h, w)``, the units' thresholds ``[K]``)."""
         probe = instantiate(self.probe)
-        size = mask_size(probe, self.mask_size)
-        thr = thresholds_of(ctx, probe, self.quantile, self.quantile_samples, self.seed)
+        return probe, mask_size(probe, self.mask_size), thresholds_of(
+            ctx, probe, self.quantile, self.quantile_samples, self.seed)
+
+
+class NetDissectExplainer(ProbeDissector):
+    """``explainer=netdissect``: label each unit with the probe concept of highest IoU."""
+
+    name = "netdissect"
+
+    def explain(self, ctx) -> Explanations:
+        probe, size, thr = self.probe_and_thresholds(ctx)
         log.info("NetDissect: tallying %d units against %d concepts on %d probe images at "
                  "%dx%d", thr.numel(), len(probe.concepts), len(probe), *size)
         tally, labelcat, _ = dissect(ctx.model.spatial_extractor(ctx.layer.name), probe,

@@ -38,7 +38,8 @@ def test_an_unwritable_cache_dir_names_the_key(tmp_path):
     if os.access(target, os.W_OK):  # root writes anywhere: use a read-only file system
         target = Path("/sys")
         if not target.is_dir():
-            pytest.skip("no read-only folder to test with")
+            pytest.skip("running as root (which writes anywhere) on a system without /sys: no "
+                        "read-only folder to test an unwritable cache_dir with")
     with pytest.raises(PermissionError, match=r"paths\.cache_dir=.*not a writable folder"):
         check_cache_dir(target)
 

@@ -6,6 +6,7 @@ import os
 
 import pytest
 import torch
+from conftest import near_constant_control
 
 from cosy_bench.scorers import score_all
 from cosy_bench.scorers.sorted import SortedControl, score_sorted, sort_control
@@ -118,15 +119,11 @@ def test_cache_entry_is_derived_from_and_invalidated_with_the_activations(compos
 
 def test_sorted_mad_gives_near_constant_columns_zero_as_mad_does():
     """The control of tests/scorers/test_cosy.py::test_near_constant_control_columns_give_mad_
-    zero_not_1e7: the pipeline scores MAD through this path, so the rule must be the same."""
+    zero_not_1e7 (conftest.near_constant_control): the pipeline scores MAD through this
+    path, so the rule must be the same."""
     from cosy_bench.scorers.cosy import mad
 
-    gen = torch.Generator().manual_seed(4)
-    control = torch.randn(500, 4, generator=gen)
-    control[:, 1] = 3.25 + 1e-6 * torch.randn(500, generator=gen)  # float32 rounding noise
-    control[:, 2] = -120.0 + 2e-4 * torch.randn(500, generator=gen)  # relative 1.7e-6
-    control[:, 3] = 1e-3 * torch.randn(500, generator=gen)  # small but really spread
-    concept = control[:10] + 0.5
+    control, concept = near_constant_control()
     sorted_control = sort_control(control)
     fast = score_sorted(["mad"], sorted_control, concept)["mad"]
     assert torch.allclose(fast, mad(control, concept), rtol=1e-12, atol=0)  # summation order

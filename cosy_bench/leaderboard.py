@@ -4,7 +4,7 @@ One row per run, read through :class:`~cosy_bench.record.RunRecord` (the one pla
 knows a run folder): model, layer, method, n neurons, AUC and MAD as mean ± std over neurons,
 the 95% interval of the mean AUC, the ground-truth match where known, and what produced the
 scores (generator, prompt, weights), the date and the run folder. ``--model`` / ``--layer``
-filter, ``--sort auc`` ranks by a score (best first). :func:`table_row`, :func:`sort_rows`
+filter, ``--sort auc`` ranks by a score (best first: the scorer's ``higher_is_better``). :func:`table_row`, :func:`sort_rows`
 and :func:`method_rank` are shared with the report (``cosy_bench.report``).
 """
 
@@ -34,8 +34,10 @@ def table_row(record: RunRecord) -> dict:
     row = dict(record.identity)
     order = record.layer_order
     row["layer_rank"] = order.index(row["layer"]) if row["layer"] in order else len(order)
+    row["higher_is_better"] = {}
     for name, stat in record.scores.items():
         row[name] = (stat["mean"], stat["std"])
+        row["higher_is_better"][name] = record.higher_is_better(name)
         if stat.get("ci_low") is not None:
             row[f"{name}_ci"] = (stat["ci_low"], stat["ci_high"])
     if record.summary.get("ground_truth_match") is not None:
@@ -52,17 +54,21 @@ def collect(root: str | Path, model: str | None = None, layer: str | None = None
 
 def sort_rows(rows: list[dict], by: str | None = None) -> list[dict]:
     """The paper's order (dataset, model, layer in forward order, method), or by the mean of
-    score ``by``, best (highest) first, runs without it last."""
+    score ``by``, best first (highest, or lowest for a lower-is-better score: the run's
+    ``higher_is_better``), runs without it last."""
     def paper(r):
         return (str(r.get("dataset")), str(r["model"]), r.get("layer_rank", 0), str(r["layer"]),
                 method_rank(r["method"]), str(r.get("generator")), str(r.get("prompt")),
                 str(r.get("run")))
 
     rows = sorted(rows, key=paper)
+    def best_first(r):
+        value = r[by][0] if r.get(by) and r[by][0] is not None else None
+        sign = -1.0 if r.get("higher_is_better", {}).get(by, True) else 1.0
+        return (value is None, 0.0 if value is None else sign * value)
+
     if by is not None:
-        rows = sorted(rows, key=lambda r: (r.get(by) is None or r[by][0] is None,
-                                           -(r[by][0] if r.get(by) and r[by][0] is not None
-                                             else 0.0)))
+        rows = sorted(rows, key=best_first)
     return rows
 
 
@@ -132,7 +138,8 @@ def main(argv=None) -> int:
     parser.add_argument("dir", help="a run folder or a sweep folder (e.g. multirun/)")
     parser.add_argument("--model", help="only runs of this model")
     parser.add_argument("--layer", help="only runs of this layer")
-    parser.add_argument("--sort", metavar="SCORE", help="rank by this score's mean (e.g. auc)")
+    parser.add_argument("--sort", metavar="SCORE", help="rank by this score's mean, best first (e.g. auc; a "
+                        "lower-is-better score such as utest_p: lowest first)")
     args = parser.parse_args(argv)
     rows = collect(args.dir, model=args.model, layer=args.layer)
     if not rows:

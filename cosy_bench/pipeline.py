@@ -29,12 +29,12 @@ from cosy_bench.explainers.base import Explainer, Explanations
 from cosy_bench.generators.base import Generator
 from cosy_bench.models import create_model
 from cosy_bench.models.layers import LayerExtractor
-from cosy_bench.record import RunRecord
+from cosy_bench.record import RunRecord, RunResult
 from cosy_bench.schema import validate
-from cosy_bench.scorers import SCORE_COLUMNS, score_all
+from cosy_bench.scorers import registry, score_all
 from cosy_bench.scorers.cosy import NEAR_CONSTANT_RTOL, near_constant
-from cosy_bench.scorers.label_similarity import TEXT_SCORERS, label_similarity
-from cosy_bench.scorers.sorted import SORTED_SCORERS, SortedControl, score_sorted
+from cosy_bench.scorers.label_similarity import label_similarity
+from cosy_bench.scorers.sorted import SortedControl, score_sorted
 from cosy_bench.synthetic import concept_activations, synthesise, synthesise_in_rounds, work_items
 
 log = logging.getLogger("cosy_bench")
@@ -156,8 +156,8 @@ def score_by_count(names: list[str], sorted_control: SortedControl, control: tor
     """Scores [K] of every neuron on its explanation's images, neurons with the same number
     of images scored together (``n_images=auto`` gives each explanation its own count).
     CoSy's scores search the sorted control columns; any other scorer gets ``control``."""
-    fast = [n for n in names if n in SORTED_SCORERS]
-    rest = [n for n in names if n not in SORTED_SCORERS]
+    fast = [n for n in names if registry.get(n).sorted]
+    rest = [n for n in names if not registry.get(n).sorted]
     by_m: dict[int, list[int]] = {}
     for j, t in enumerate(texts):
         by_m.setdefault(per_concept[t].shape[0], []).append(j)
@@ -168,7 +168,7 @@ def score_by_count(names: list[str], sorted_control: SortedControl, control: tor
         out = score_sorted(fast, sorted_control.select(js), block) if fast else {}
         if rest:
             out.update(score_all(rest, control[:, js], block))
-        for name in (c for n in names for c in SCORE_COLUMNS[n]):
+        for name in registry.columns(names):
             vals = out[name]
             columns.setdefault(name, torch.empty(len(texts), dtype=vals.dtype))[js] = vals
     return columns
@@ -179,6 +179,16 @@ def check_finite(name: str, acts: torch.Tensor, neurons: list[int]) -> None:
     if bad:
         raise ValueError(f"{name} activations are NaN/inf for neurons "
                          f"{[neurons[i] for i in bad[:10]]}")
+
+
+def scorer_nodes(cfg: DictConfig) -> dict[str, object]:
+    """The run's scorers, ``{name: its yaml node}`` (``scorer=[auc,mad]`` composes a mapping;
+    a plain list of names maps each to ``None``)."""
+    node = cfg.scorer
+    if isinstance(node, (DictConfig, Mapping)):
+        return {str(k): node[k] for k in node}
+    return {str(n): None for n in (node if isinstance(node, (list, tuple)) or
+                                   OmegaConf.is_list(node) else [node])}
 
 
 def text_scores(cfg: DictConfig, texts: list[str], truths: list[str] | None
@@ -242,26 +252,26 @@ def run(cfg: DictConfig, output_dir: str | Path):
     log.info("%d neurons chosen, %d distinct explanations", len(neurons), len(concepts))
 
     generator: Generator = instantiate(cfg.generator)
-    numeric = [name for name in cfg.scorer if name not in TEXT_SCORERS]
-    if str(cfg.n_images) == "auto":  # the control set first: it decides when to stop
-        control, control_index = ctx.activations(control_ds, "control", with_index=True)
-        sorted_control = _control(ctx, control_ds, neurons)
+    numeric = [name for name, node in scorer_nodes(cfg).items()
+               if not registry.from_config(name, node).text]
+    control, control_index = ctx.activations(control_ds, "control", with_index=True)
+    sorted_control = _control(ctx, control_ds, neurons)
+    columns: dict[str, torch.Tensor] = {}
+    if str(cfg.n_images) == "auto":  # rounds of images until the control set decides
         items, per_concept = synthesise_in_rounds(ctx, generator, concepts, neurons, texts,
                                                   sorted_control)
+        columns["n_images"] = torch.tensor([float(len(items[t])) for t in texts])
     else:
         items = work_items(cache, generator, cfg.prompt.template, concepts, int(cfg.n_images))
         ctx.stats["images_generated"] = synthesise(ctx, generator, items)
-        control, control_index = ctx.activations(control_ds, "control", with_index=True)
-        sorted_control = _control(ctx, control_ds, neurons)
         per_concept = concept_activations(ctx, generator, items)
     control = control[:, neurons]
     scores = score_by_count(numeric, sorted_control, control, per_concept, neurons, texts) \
         if numeric else {}
+    scores.update(columns)
     same_count = len({per_concept[t].shape[0] for t in texts}) == 1
     concept = torch.stack([per_concept[t][:, k] for t, k in zip(texts, neurons, strict=True)],
                           dim=1) if same_count else None  # n_images=auto: counts differ
-    if str(cfg.n_images) == "auto":
-        scores["n_images"] = torch.tensor([float(len(items[t])) for t in texts])
     flat = [neurons[i] for i in near_constant(control).nonzero().flatten().tolist()]
     ctx.stats["near_constant_neurons"] = flat
     if flat:
@@ -271,9 +281,9 @@ def run(cfg: DictConfig, output_dir: str | Path):
     truth = model.ground_truth(layer)
     scores.update(text_scores(cfg, texts, None if truth is None else
                               [truth[k] for k in neurons]))
-    record = RunRecord.build(cfg, neurons, texts, scores, explanations, truth, ctx.stats,
-                             n_control=control.shape[0], items=items, control=control,
-                             concept=concept, control_index=control_index, dataset=control_ds)
+    record = RunRecord.build(RunResult(
+        cfg, neurons, texts, scores, explanations, truth, ctx.stats, control.shape[0], items,
+        control=control, concept=concept, control_index=control_index, dataset=control_ds))
     if is_rank_zero():  # under DDP only rank 0 writes and prints
         record.write(output_dir)
     return record

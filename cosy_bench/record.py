@@ -1,15 +1,16 @@
 """The run record: what a run folder holds and how to read it back.
 
 A run writes ``explanations.csv`` (neuron, explanation, the explainer's columns),
-``results.csv`` (one row per scored neuron, with DeLong's 95% interval of its AUC in
-``auc_ci_low``/``auc_ci_high``), ``summary.json`` (per score: mean, std, n and the mean's 95%
-interval over neurons; the ground-truth match; the run's identity under ``"run"``),
+``results.csv`` (one row per scored neuron, with DeLong's ``ci_level`` (95%) interval of its
+AUC in ``auc_ci_low``/``auc_ci_high``), ``summary.json`` (per score: mean, std, n and the
+mean's ``ci_level`` interval over neurons; the ground-truth match; the run's identity under
+``"run"``),
 ``config.yaml``, ``top_control.csv`` (each neuron's top-8 control images by activation) and
 ``synthetic_images.csv`` (up to 8 synthetic image files per explanation).
-:class:`RunRecord` builds, writes and prints them; :meth:`RunRecord.read`, :func:`find_runs`
-and :func:`scan_runs` (every run folder with its status: complete, partial, failed) read
-them back for the leaderboard, the W&B logger and the report: this module is the one place
-that knows a run folder's files.
+:class:`RunRecord` builds, writes and prints them; :meth:`RunRecord.read` and
+:func:`find_runs` read them back for the leaderboard, the W&B logger and the report
+(:func:`cosy_bench.report.runs.scan_runs` adds each folder's status): this module is the one
+place that knows a run folder's files.
 """
 
 from __future__ import annotations
@@ -23,13 +24,19 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
 from cosy_bench import __version__
 from cosy_bench.cache.store import write_text_atomic
+from cosy_bench.scorers import registry
 from cosy_bench.scorers.intervals import auc_delong, interval, mean_ci, normal_quantile
+from cosy_bench.scorers.label_similarity import names_concept, positive_text  # noqa: F401
+
+if TYPE_CHECKING:
+    from cosy_bench.explainers.base import Explanations
 
 log = logging.getLogger("cosy_bench")
 
@@ -38,47 +45,23 @@ EXPLANATIONS, RESULTS, SUMMARY, CONFIG = ("explanations.csv", "results.csv", "su
 TOP_CONTROL, SYNTHETIC = "top_control.csv", "synthetic_images.csv"
 #: images per neuron kept for the report: top control images, synthetic images per concept
 N_TOP, N_SYNTHETIC = 8, 8
-#: confidence level of every interval a run writes
-LEVEL = 0.95
-
-_WORD = re.compile(r"[a-z0-9]+")
-#: a negated term of a formula label: ``NOT`` (upper case, as formulas write it) and the
-#: concept up to the next ``AND`` / ``OR`` / parenthesis, or the parenthesised group after it
-_NEGATED = re.compile(r"\bNOT\s+(?:\([^()]*\)|.*?(?=\s+(?:AND|OR)\b|\)|$))")
 
 
-def _words(text: str) -> list[str]:
-    return [w.removesuffix("s") if len(w) > 3 else w for w in _WORD.findall(text.lower())]
-
-
-def positive_text(explanation: str) -> str:
-    """``explanation`` without its negated terms (``circle AND NOT red`` -> ``circle AND``;
-    a free-text lower-case "not" stays)."""
-    return _NEGATED.sub("", explanation)
-
-
-def names_concept(explanation: str, truth: str) -> bool:
-    """Does ``explanation`` name the ground-truth concept ``truth``?
-
-    Case-insensitive on words (a trailing plural ``s`` ignored): every word of the truth
-    appears in the explanation. A compositional explanation (``red AND circle``, ``striped
-    red circle``) counts when it contains the concept as a positive term: terms after
-    ``NOT`` (``circle AND NOT red``) do not count.
-    """
-    expl = set(_words(positive_text(explanation)))
-    return bool(_words(truth)) and all(w in expl for w in _words(truth))
-
-
-def summarize(values: torch.Tensor) -> dict:
-    """``mean``, ``std`` (ddof 0) and ``n`` of the finite values, and the mean's ``LEVEL``
-    interval over neurons (``ci_low``, ``ci_high``: Student t, ``std`` with ddof 1)."""
+def summarize(values: torch.Tensor, level: float, aggregation: str = "mean") -> dict:
+    """``mean``, ``std`` (ddof 0) and ``n`` of the finite values, and the mean's ``level``
+    interval over neurons (``ci_low``, ``ci_high``: Student t, ``std`` with ddof 1);
+    ``aggregation="median"`` (a scorer's :attr:`~cosy_bench.scorers.registry.Scorer.aggregation`)
+    adds the ``median``."""
     v = values.double()
     v = v[torch.isfinite(v)]
     n = int(v.numel())
-    low, high = mean_ci(v, LEVEL) if n >= 2 else (None, None)
-    return {"mean": float(v.mean()) if n else None,
-            "std": float(v.std(unbiased=False)) if n else None, "n": n,
-            "ci_low": low, "ci_high": high}
+    low, high = mean_ci(v, level) if n >= 2 else (None, None)
+    out = {"mean": float(v.mean()) if n else None,
+           "std": float(v.std(unbiased=False)) if n else None, "n": n,
+           "ci_low": low, "ci_high": high}
+    if aggregation == "median":
+        out["median"] = float(v.quantile(0.5)) if n else None
+    return out
 
 
 def run_meta(cfg: DictConfig) -> dict:
@@ -153,6 +136,36 @@ def _synthetic_images(items: dict) -> list[dict]:
 
 
 @dataclass
+class RunResult:
+    """What :func:`cosy_bench.pipeline.run` hands :meth:`RunRecord.build`: a scored run of
+    ``K`` neurons, ``N`` control images, ``M`` images per explanation.
+
+    neurons: the scored neurons, sorted ``[K]``; texts: their explanations ``[K]``; scores:
+    results column -> float64 ``[K]`` (and ``n_images`` under ``n_images=auto``);
+    explanations: the explainer's :class:`~cosy_bench.explainers.base.Explanations`; truth:
+    ground truth of every neuron of the layer (by index) or ``None``; stats: the run's
+    counters (``summary["run"]``); items: per concept its synthesis work items; control
+    ``[N, K]``, concept ``[M, K]`` (``None`` where the image counts differ) and
+    control_index ``[N]`` (dataset index of each control row): the activations behind the
+    scores; dataset: the control set.
+    """
+
+    cfg: DictConfig
+    neurons: list[int]
+    texts: list[str]
+    scores: dict[str, torch.Tensor]
+    explanations: Explanations
+    truth: list[str] | None
+    stats: dict
+    n_control: int
+    items: dict = field(default_factory=dict)
+    control: torch.Tensor | None = None
+    concept: torch.Tensor | None = None
+    control_index: torch.Tensor | None = None
+    dataset: object = None
+
+
+@dataclass
 class RunRecord:
     """One run's results: per-neuron rows, the summary, the explanations and the config."""
 
@@ -217,48 +230,66 @@ class RunRecord:
         return [str(k) for k in layers] if layers is not None else []
 
     @property
+    def results(self):
+        """The per-neuron rows of ``results.csv`` as a pandas DataFrame (one row per neuron)."""
+        import pandas as pd
+
+        return pd.DataFrame(self.rows)
+
+    def higher_is_better(self, column: str) -> bool:
+        """Which way a results column is better: the scorer registry's declaration, else the
+        ``higher_is_better`` of the run's ``scorer.<column>`` config, else higher."""
+        known = registry.higher_is_better(column)
+        if known is not None:
+            return known
+        node = OmegaConf.select(self.cfg, "scorer", default=None)
+        if isinstance(node, DictConfig) and isinstance(node.get(column), DictConfig):
+            return bool(node[column].get("higher_is_better", True))
+        return True
+
+    @property
     def scores(self) -> dict[str, dict]:
         """``{score: {mean, std, n, ci_low, ci_high}}`` of the summary."""
         return {k: v for k, v in self.summary.items() if isinstance(v, dict) and "mean" in v}
 
     @classmethod
-    def build(cls, cfg, neurons, texts, scores: dict[str, torch.Tensor], explanations, truth,
-              stats: dict, n_control: int, items: dict, control: torch.Tensor | None = None,
-              concept: torch.Tensor | None = None, control_index: torch.Tensor | None = None,
-              dataset=None) -> RunRecord:
-        """The record of a scored run. With ``control [N, K]`` and ``concept [M, K]`` (the
-        activations the scores came from) it adds DeLong's 95% AUC interval per neuron and
-        the top control images; ``control_index [N]`` maps control rows to dataset indices
-        and ``dataset`` (the control set) gives their files and its name."""
+    def build(cls, result: RunResult) -> RunRecord:
+        """The record of a scored run (:class:`RunResult`). With its ``control [N, K]`` and
+        ``concept [M, K]`` (the activations the scores came from) it adds DeLong's AUC
+        interval per neuron (at the config's ``ci_level``) and the top control images."""
+        cfg, neurons, level = result.cfg, result.neurons, float(result.cfg.ci_level)
         ci = None
-        if control is not None and concept is not None:
-            est, var = auc_delong(control, concept)
-            ci = interval(est, var, normal_quantile(LEVEL))
+        if result.control is not None and result.concept is not None:
+            est, var = auc_delong(result.control, result.concept)
+            ci = interval(est, var, normal_quantile(level))
         rows = []
-        for j, (k, text) in enumerate(zip(neurons, texts, strict=True)):
+        for j, (k, text) in enumerate(zip(neurons, result.texts, strict=True)):
             row = {"neuron": k, "explanation": text}
-            for col, vals in explanations.extra.items():
+            for col, vals in result.explanations.extra.items():
                 # typed as read back from a file, whether fresh or from the cache
                 row[col] = _number(str(vals.get(k, "")))
-            if truth is not None:
-                row["ground_truth"] = truth[k]
-            for name, vals in scores.items():
+            if result.truth is not None:
+                row["ground_truth"] = result.truth[k]
+            for name, vals in result.scores.items():
                 row[name] = float(vals[j])
                 if name == "auc" and ci is not None:
                     row["auc_ci_low"], row["auc_ci_high"] = float(ci[0][j]), float(ci[1][j])
             rows.append(row)
-        summary = {name: summarize(vals) for name, vals in scores.items()}
-        if truth is not None:
+        summary = {name: summarize(vals, level, registry.aggregation(name))
+                   for name, vals in result.scores.items()}
+        if result.truth is not None:
             hits = [names_concept(r["explanation"], r["ground_truth"]) for r in rows]
             summary["ground_truth_match"] = sum(hits) / len(hits) if hits else None
-        summary["run"] = {**run_meta(cfg), **_dataset_names(dataset),
-                          "n_neurons": len(neurons), "n_control": n_control, **stats,
+        summary["run"] = {**run_meta(cfg), **_dataset_names(result.dataset),
+                          "n_neurons": len(neurons), "n_control": result.n_control,
+                          **result.stats,
                           "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                           "versions": versions()}
-        top = _top_control(control, neurons, control_index, dataset) if control is not None \
-            else []
-        return cls(rows, summary, explanations.to_csv(), cfg, items, top_control=top,
-                   images=_synthetic_images(items), dataset=dataset)
+        top = [] if result.control is None else _top_control(
+            result.control, neurons, result.control_index, result.dataset)
+        return cls(rows, summary, result.explanations.to_csv(), cfg, result.items,
+                   top_control=top, images=_synthetic_images(result.items),
+                   dataset=result.dataset)
 
     def results_csv(self) -> str:
         return _csv(self.rows, ["neuron", "explanation"])
@@ -339,57 +370,3 @@ def find_runs(root: str | Path) -> list[Path]:
     """Every run folder under ``root`` (``root`` itself included): those holding a
     ``summary.json``, sorted by path."""
     return sorted(p.parent for p in Path(root).rglob(SUMMARY))
-
-
-@dataclass
-class RunStatus:
-    """A run folder and what it holds: ``status`` is ``complete`` (summary and one result
-    row per scored neuron), ``partial`` (a summary but results missing or short, or no
-    neuron scored), ``failed`` (a Hydra job folder without a summary: the job failed or is
-    still running) or ``unreadable`` (a summary that cannot be read); ``detail`` says why."""
-
-    folder: Path
-    status: str
-    detail: str = ""
-    record: RunRecord | None = None
-
-
-def _last_error(folder: Path) -> str:
-    """The last line mentioning an error in the job's ``*.log`` files, or ''."""
-    for log_file in sorted(folder.glob("*.log")):
-        lines = [ln for ln in log_file.read_text(encoding="utf-8", errors="replace")
-                 .splitlines() if "error" in ln.lower() or "exception" in ln.lower()]
-        if lines:
-            return lines[-1].strip()[:300]
-    return ""
-
-
-def scan_runs(root: str | Path) -> list[RunStatus]:
-    """Every run folder under ``root`` with its status, sorted by path: folders with a
-    ``summary.json`` and Hydra job folders (a ``.hydra/`` inside) that have none."""
-    root = Path(root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"{root} is not a folder: give a run or sweep folder "
-                                "(e.g. multirun/2025-01-31/12-00-00)")
-    folders = set(find_runs(root)) | {p.parent for p in root.rglob(".hydra") if p.is_dir()}
-    out = []
-    for folder in sorted(folders):
-        if not (folder / SUMMARY).exists():
-            error = _last_error(folder)
-            out.append(RunStatus(folder, "failed", "no summary.json (the job failed or is "
-                                 "still running)" + (f": {error}" if error else "")))
-            continue
-        try:
-            record = RunRecord.read(folder)
-        except (OSError, ValueError) as err:
-            out.append(RunStatus(folder, "unreadable", f"{SUMMARY}: {err}"))
-            continue
-        n = record.meta.get("n_neurons")
-        if not record.rows:
-            out.append(RunStatus(folder, "partial", f"no {RESULTS} rows", record))
-        elif n is not None and len(record.rows) != n:
-            out.append(RunStatus(folder, "partial",
-                                 f"{len(record.rows)} of {n} neurons in {RESULTS}", record))
-        else:
-            out.append(RunStatus(folder, "complete", "", record))
-    return out

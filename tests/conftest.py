@@ -167,7 +167,7 @@ def record_by_hand(tmp_path: Path, n_images: int = 2, with_activations: bool = T
     from cosy_bench.data import SyntheticControlSet
     from cosy_bench.explainers.base import Explanations
     from cosy_bench.loops.synthesis import WorkItem
-    from cosy_bench.record import RunRecord
+    from cosy_bench.record import RunRecord, RunResult
 
     cfg = compose_config(["model=resnet18", "debug=smoke", "layer=output",
                           "explainer=ground_truth", f"paths.cache_dir={tmp_path / 'cache'}"])
@@ -192,8 +192,8 @@ def record_by_hand(tmp_path: Path, n_images: int = 2, with_activations: bool = T
                 "concept": torch.randn(n_images, 3, generator=gen) + 1.0,
                 "control_index": torch.arange(16),
                 "dataset": SyntheticControlSet(n=16, size=224)}
-    return RunRecord.build(cfg, [0, 1, 2], ["tench", "goldfish", "goldfish"], scores, expl, truth,
-                           stats, n_control=16, items=items, **acts)
+    return RunRecord.build(RunResult(cfg, [0, 1, 2], ["tench", "goldfish", "goldfish"], scores,
+                                     expl, truth, stats, n_control=16, items=items, **acts))
 
 
 def near_constant_control():

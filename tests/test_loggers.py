@@ -160,15 +160,15 @@ def test_explainer_columns_reach_wandb_with_one_type(tmp_path, wandb_offline):
     from conftest import compose_config
 
     from cosy_bench.explainers.base import Explanations
-    from cosy_bench.record import RunRecord
+    from cosy_bench.record import RunRecord, RunResult
 
     cfg = compose_config(["model=resnet18", "debug=smoke", "layer=output"])
     fresh = Explanations({0: "tench", 1: "goldfish"}, {"invert_auc": {0: 0.93, 1: 0.5}})
     scores = {"auc": torch.tensor([0.6, 0.7], dtype=torch.float64)}
     values = []
     for i, expl in enumerate((fresh, Explanations.from_csv(fresh.to_csv()))):
-        record = RunRecord.build(cfg, [0, 1], ["tench", "goldfish"], scores, expl, None, {}, 4,
-                                 {})
+        record = RunRecord.build(RunResult(cfg, [0, 1], ["tench", "goldfish"], scores, expl,
+                                           None, {}, 4))
         out = tmp_path / f"run{i}"
         out.mkdir()
         WandbLogger(mode="offline").log_run(cfg, record, out)

@@ -16,24 +16,24 @@ import pytest
 import torch
 from conftest import CONF, HAS_TOY_MODEL, record_by_hand
 
-from cosy_bench.record import RunRecord, names_concept, summarize
+from cosy_bench.record import RunRecord, RunResult, names_concept, summarize
 
 # ------------------------------------------------------------------------- summaries
 
 
 def test_summarize_mean_std_n():
-    stat = summarize(torch.tensor([0.5, 1.0, 0.0]))
+    stat = summarize(torch.tensor([0.5, 1.0, 0.0]), 0.95)
     assert stat["n"] == 3
     assert stat["mean"] == pytest.approx(0.5)
     assert stat["std"] == pytest.approx(np.std([0.5, 1.0, 0.0]))  # ddof 0, as README says
     # non-finite values are left out of the statistics (and not counted)
-    stat = summarize(torch.tensor([1.0, float("nan"), 3.0]))
+    stat = summarize(torch.tensor([1.0, float("nan"), 3.0]), 0.95)
     t = 12.706204736174694  # Student t quantile 0.975 with 1 degree of freedom
     assert {k: stat[k] for k in ("mean", "std", "n")} == {"mean": 2.0, "std": 1.0, "n": 2}
     # the mean's 95% interval over neurons: t * sd(ddof 1) / sqrt(n) = t * sqrt(2) / sqrt(2)
     assert stat["ci_low"] == pytest.approx(2.0 - t) and stat["ci_high"] == pytest.approx(2.0 + t)
-    assert summarize(torch.tensor([])) == {"mean": None, "std": None, "n": 0, "ci_low": None,
-                                           "ci_high": None}
+    assert summarize(torch.tensor([]), 0.95) == {"mean": None, "std": None, "n": 0, "ci_low": None,
+                                                 "ci_high": None}
 
 
 def test_names_concept():
@@ -153,14 +153,14 @@ def test_explainer_columns_are_typed_the_same_fresh_or_from_the_cache(tmp_path):
     cached = Explanations.from_csv(fresh.to_csv())
     assert cached.extra["invert_auc"][0] == "0.93"  # the cache gives strings
     scores = {"auc": torch.tensor([0.6, 0.7], dtype=torch.float64)}
-    rows = [RunRecord.build(cfg, [0, 1], ["tench", "goldfish"], scores, e, None, {}, 4, {}).rows
-            for e in (fresh, cached)]
+    rows = [RunRecord.build(RunResult(cfg, [0, 1], ["tench", "goldfish"], scores, e, None, {},
+                                      4)).rows for e in (fresh, cached)]
     assert rows[0] == rows[1]
     assert type(rows[1][0]["invert_auc"]) is float and rows[1][0]["label"] == "a"
 
 
 def test_scan_runs_lists_complete_partial_failed_and_unreadable_runs(tmp_path):
-    from cosy_bench.record import scan_runs
+    from cosy_bench.report.runs import scan_runs
 
     sweep = tmp_path / "sweep"
     record = record_by_hand(tmp_path)

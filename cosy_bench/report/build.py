@@ -83,8 +83,10 @@ def build_report(root: str | Path, out: str | Path | None = None, resamples: int
                 "resamples) and the Wilcoxon signed-rank p-value; * = significant (CI "
                 'excludes 0 and p &lt; 0.05). All pairs in <a href="comparisons.csv">'
                 "comparisons.csv</a>.</p>")
-    for score in ("auc", "mad"):
-        body.append(f"<h3>{score.upper()}</h3>" + comparisons(comps, score))
+    for score in dict.fromkeys(c.score for c in comps) or ("auc", "mad"):
+        lower = any(c.score == score and not c.higher_is_better for c in comps)
+        body.append(f"<h3>{escape(score.upper())}{' (lower is better)' if lower else ''}</h3>"
+                    + comparisons(comps, score))
 
     dists = figures.distributions(runs.records, fig_dir)
     if dists:

@@ -95,20 +95,20 @@ def comparisons(items: list[Comparison], score: str) -> str:
                     continue
                 c, sign = index[(a, b)]
                 cls = ""
-                if c.significant:
-                    cls = " sig-pos" if sign * c.mean > 0 else " sig-neg"
+                if c.significant:  # green: the row's method is better, the score's way
+                    cls = " sig-pos" if (sign * c.mean > 0) == c.higher_is_better else " sig-neg"
                 mark = " *" if c.significant else ""
                 low, high = (c.ci_low, c.ci_high) if sign > 0 else (-c.ci_high, -c.ci_low)
                 tds.append(f'<td class="num{cls}" title="95% CI [{low:+.3f}, {high:+.3f}], '
                            f'p={_fmt(c.p)}">{sign * c.mean:+.3f}{mark}</td>')
             out.append(f"<tr><th>{escape(a)}</th>{''.join(tds)}</tr>")
         out.append("</table><table><tr><th>A</th><th>B</th><th>n</th><th>mean A − B</th>"
-                   "<th>bootstrap 95% CI</th><th>Wilcoxon p</th><th>significant</th></tr>")
+                   "<th>bootstrap 95% CI</th><th>Wilcoxon p</th><th>better</th></tr>")
         for c in comps:
             out.append(f"<tr><td>{escape(c.a)}</td><td>{escape(c.b)}</td><td class=num>{c.n}</td>"
                        f"<td class=num>{c.mean:+.3f}</td><td class=num>[{c.ci_low:+.3f}, "
                        f"{c.ci_high:+.3f}]</td><td class=num>{_fmt(c.p)}</td>"
-                       f"<td>{'yes' if c.significant else 'no'}</td></tr>")
+                       f"<td>{escape(c.better or '-')}</td></tr>")
         out.append("</table>")
     return "".join(out)
 

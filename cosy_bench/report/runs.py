@@ -1,5 +1,5 @@
 """The runs a report covers and the paper's table: every run folder under DIR with its
-status (through :func:`cosy_bench.record.scan_runs`), one table row per run with scores
+status (:func:`scan_runs`), one table row per run with scores
 (:func:`cosy_bench.leaderboard.table_row`), written as ``leaderboard.csv`` and
 ``leaderboard.md``."""
 
@@ -11,7 +11,61 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cosy_bench.leaderboard import IDENTITY, cell, score_names, sort_rows, table_row
-from cosy_bench.record import RunRecord, RunStatus, scan_runs
+from cosy_bench.record import RESULTS, SUMMARY, RunRecord, find_runs
+
+
+@dataclass
+class RunStatus:
+    """A run folder and what it holds: ``status`` is ``complete`` (summary and one result
+    row per scored neuron), ``partial`` (a summary but results missing or short, or no
+    neuron scored), ``failed`` (a Hydra job folder without a summary: the job failed or is
+    still running) or ``unreadable`` (a summary that cannot be read); ``detail`` says why."""
+
+    folder: Path
+    status: str
+    detail: str = ""
+    record: RunRecord | None = None
+
+
+def _last_error(folder: Path) -> str:
+    """The last line mentioning an error in the job's ``*.log`` files, or ''."""
+    for log_file in sorted(folder.glob("*.log")):
+        lines = [ln for ln in log_file.read_text(encoding="utf-8", errors="replace")
+                 .splitlines() if "error" in ln.lower() or "exception" in ln.lower()]
+        if lines:
+            return lines[-1].strip()[:300]
+    return ""
+
+
+def scan_runs(root: str | Path) -> list[RunStatus]:
+    """Every run folder under ``root`` with its status, sorted by path: folders with a
+    ``summary.json`` and Hydra job folders (a ``.hydra/`` inside) that have none."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root} is not a folder: give a run or sweep folder "
+                                "(e.g. multirun/2025-01-31/12-00-00)")
+    folders = set(find_runs(root)) | {p.parent for p in root.rglob(".hydra") if p.is_dir()}
+    out = []
+    for folder in sorted(folders):
+        if not (folder / SUMMARY).exists():
+            error = _last_error(folder)
+            out.append(RunStatus(folder, "failed", "no summary.json (the job failed or is "
+                                 "still running)" + (f": {error}" if error else "")))
+            continue
+        try:
+            record = RunRecord.read(folder)
+        except (OSError, ValueError) as err:
+            out.append(RunStatus(folder, "unreadable", f"{SUMMARY}: {err}"))
+            continue
+        n = record.meta.get("n_neurons")
+        if not record.rows:
+            out.append(RunStatus(folder, "partial", f"no {RESULTS} rows", record))
+        elif n is not None and len(record.rows) != n:
+            out.append(RunStatus(folder, "partial",
+                                 f"{len(record.rows)} of {n} neurons in {RESULTS}", record))
+        else:
+            out.append(RunStatus(folder, "complete", "", record))
+    return out
 
 
 class NoRunsError(ValueError):

@@ -2,7 +2,9 @@
 
 Two runs are comparable when they score the same neurons of the same model, layer and
 weights against the same control set, with the same generator and prompt: only the method
-differs, so each neuron gives one paired difference ``d_k = score_A(k) - score_B(k)``.
+differs, so each neuron gives one paired difference ``d_k = score_A(k) - score_B(k)``, read
+the scorer's way (``higher_is_better`` of :mod:`cosy_bench.scorers.registry`: for a
+lower-is-better score such as ``utest_p``, ``d < 0`` means A is better).
 For each pair and score: the mean of ``d`` with a seeded percentile-bootstrap 95% interval
 (``resamples`` draws of the neurons with replacement, default 2,000) and the two-sided
 Wilcoxon signed-rank p-value (``scipy.stats.wilcoxon``, zero differences dropped). A
@@ -16,10 +18,12 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from omegaconf import OmegaConf
 from scipy.stats import wilcoxon
 
 from cosy_bench.leaderboard import method_rank
 from cosy_bench.record import RunRecord
+from cosy_bench.scorers import registry
 
 #: what must be equal for two runs to be compared (method aside)
 SETTING = ("dataset_id", "model", "layer", "weights", "generator", "prompt", "n_images")
@@ -64,11 +68,21 @@ class Comparison:
     ci_high: float
     p: float
     significant: bool
+    #: which way the score is better (a lower-is-better score reads ``mean < 0`` as A better)
+    higher_is_better: bool = True
+
+    @property
+    def better(self) -> str | None:
+        """The better method of the two where the difference is significant, else ``None``."""
+        if not self.significant:
+            return None
+        return self.a if (self.mean > 0) == self.higher_is_better else self.b
 
     def as_row(self) -> dict:
         return {**self.setting, "score": self.score, "a": self.a, "b": self.b, "n": self.n,
                 "mean_diff": self.mean, "ci_low": self.ci_low, "ci_high": self.ci_high,
-                "p_wilcoxon": self.p, "significant": self.significant}
+                "p_wilcoxon": self.p, "significant": self.significant,
+                "higher_is_better": self.higher_is_better, "better": self.better}
 
 
 def _scores(record: RunRecord, score: str) -> dict[int, float]:
@@ -105,10 +119,22 @@ def groups(records: list[RunRecord]) -> list[tuple[dict, dict[str, RunRecord]]]:
     return out
 
 
-def compare(records: list[RunRecord], scores: tuple[str, ...] = ("auc", "mad"),
+def scored(records: list[RunRecord]) -> list[str]:
+    """The scores to compare: AUC and MAD first, then every other results column the records
+    summarise whose direction a scorer declares (``n_images`` and the like left out)."""
+    names = {n for r in records for n in r.scores}
+    rest = sorted(n for n in names - {"auc", "mad"} if registry.higher_is_better(n) is not None
+                  or any(n in (OmegaConf.select(r.cfg, "scorer", default=None) or {})
+                         for r in records))
+    return [n for n in ("auc", "mad") if n in names] + rest
+
+
+def compare(records: list[RunRecord], scores: tuple[str, ...] | None = None,
             resamples: int = 2000, seed: int = 0, alpha: float = 0.05) -> list[Comparison]:
-    """Every pair of methods within each setting of :func:`groups`, for each score, over the
-    neurons both runs scored (pairs with none in common are left out)."""
+    """Every pair of methods within each setting of :func:`groups`, for each score
+    (default :func:`scored`), over the neurons both runs scored (pairs with none in common
+    are left out); each score read its scorer's way (``higher_is_better``)."""
+    scores = scored(records) if scores is None else scores
     out = []
     for setting, methods in groups(records):
         for (name_a, rec_a), (name_b, rec_b) in itertools.combinations(methods.items(), 2):
@@ -122,5 +148,6 @@ def compare(records: list[RunRecord], scores: tuple[str, ...] = ("auc", "mad"),
                 p = wilcoxon_p(diff)
                 sig = bool(p < alpha and (low > 0 or high < 0))
                 out.append(Comparison(setting, score, name_a, name_b, len(common),
-                                      float(diff.mean()), low, high, p, sig))
+                                      float(diff.mean()), low, high, p, sig,
+                                      rec_a.higher_is_better(score)))
     return out

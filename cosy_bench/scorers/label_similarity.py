@@ -22,11 +22,8 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["TEXT_SCORERS", "MeanPooledEncoder", "accuracy", "cosine", "label_similarity",
-           "normalize"]
-
-#: scorer names computed from texts (explanations and ground truth), not from activations
-TEXT_SCORERS = ("label_similarity",)
+__all__ = ["MeanPooledEncoder", "accuracy", "cosine", "label_similarity", "names_concept",
+           "normalize", "positive_text"]
 
 _NON_WORD = re.compile(r"[^a-z0-9]+")
 
@@ -140,3 +137,33 @@ class MeanPooledEncoder:
             emb = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1e-9)
             out.append(torch.nn.functional.normalize(emb, dim=1))
         return torch.cat(out)
+
+
+# ------------------------------------------------- does an explanation name its concept
+
+_WORD = re.compile(r"[a-z0-9]+")
+#: a negated term of a formula label: ``NOT`` (upper case, as formulas write it) and the
+#: concept up to the next ``AND`` / ``OR`` / parenthesis, or the parenthesised group after it
+_NEGATED = re.compile(r"\bNOT\s+(?:\([^()]*\)|.*?(?=\s+(?:AND|OR)\b|\)|$))")
+
+
+def _words(text: str) -> list[str]:
+    return [w.removesuffix("s") if len(w) > 3 else w for w in _WORD.findall(text.lower())]
+
+
+def positive_text(explanation: str) -> str:
+    """``explanation`` without its negated terms (``circle AND NOT red`` -> ``circle AND``;
+    a free-text lower-case "not" stays)."""
+    return _NEGATED.sub("", explanation)
+
+
+def names_concept(explanation: str, truth: str) -> bool:
+    """Does ``explanation`` name the ground-truth concept ``truth``?
+
+    Case-insensitive on words (a trailing plural ``s`` ignored): every word of the truth
+    appears in the explanation. A compositional explanation (``red AND circle``, ``striped
+    red circle``) counts when it contains the concept as a positive term: terms after
+    ``NOT`` (``circle AND NOT red``) do not count.
+    """
+    expl = set(_words(positive_text(explanation)))
+    return bool(_words(truth)) and all(w in expl for w in _words(truth))

@@ -33,14 +33,11 @@ from cosy_bench.scorers.cosy import (
     _check_one,
     _cube_minus,
     _run_tie_term,
+    _sorted_columns,
     _utest_p,
 )
 
-#: dtypes numpy sorts natively (and torch shares memory with)
-_NUMPY_SORTABLE = (torch.float32, torch.float64, torch.int32, torch.int64)
 _CHUNK = 32  # rows of [K, N] reduced together
-#: the scorers of :data:`~cosy_bench.scorers.cosy.SCORE_COLUMNS` this path computes
-SORTED_SCORERS = ("auc", "mad", "utest", "utest_p")
 
 
 class SortedControl(NamedTuple):
@@ -75,16 +72,6 @@ class SortedControl(NamedTuple):
         return cls(**{name: tensors[name] for name in cls._fields})
 
 
-def _sort_rows(x: Tensor, dtype: torch.dtype) -> Tensor:
-    """``[N, K]`` -> ``[K, N]`` in ``dtype``, each row ascending (NaN last, as torch sorts)."""
-    rows = torch.empty(x.shape[1], x.shape[0], dtype=dtype, device=x.device)
-    rows.copy_(x.T)  # one pass: transpose and convert together
-    if rows.device.type == "cpu" and dtype in _NUMPY_SORTABLE:
-        rows.numpy().sort(axis=1)  # in place, through the shared memory
-        return rows
-    return torch.sort(rows, dim=1).values
-
-
 def _row_stats(values: Tensor, chunk: int = _CHUNK) -> tuple[Tensor, Tensor, Tensor]:
     """float64 mean, unbiased std (two-pass; 0 for ``N = 1``) and tie sum ``[K]`` of the
     sorted rows ``values [K, N]``, a few rows at a time (they stay in the CPU's cache)."""
@@ -114,7 +101,7 @@ def sort_control(control: Tensor) -> SortedControl:
         _check_one("control", control, "N")
     dtype = control.dtype if control.dtype in (torch.float32, torch.float64) else (
         torch.float32 if control.dtype in (torch.float16, torch.bfloat16) else torch.float64)
-    values = _sort_rows(control, dtype)  # NaN sorts last; score_sorted refuses such neurons
+    values = _sorted_columns(control, dtype)  # NaN sorts last; score_sorted refuses such neurons
     mean, std, ties = _row_stats(values)
     # the same (near-)constant rule as cosy.mad: std <= rtol * max|A0|
     scale = torch.maximum(values[:, 0].abs(), values[:, -1].abs()).to(torch.float64)
@@ -130,7 +117,7 @@ def _concept_rows(sorted_control: SortedControl, concept: Tensor) -> tuple[Tenso
         values.dtype == torch.float32 and concept.dtype in (torch.float16, torch.bfloat16))
     dtype = values.dtype if same else torch.float64
     values = values if values.dtype == dtype else values.to(dtype)  # widening keeps order
-    return values, _sort_rows(concept, dtype)
+    return values, _sorted_columns(concept, dtype)
 
 
 def score_sorted(names: Iterable[str], sorted_control: SortedControl, concept: Tensor
@@ -138,7 +125,8 @@ def score_sorted(names: Iterable[str], sorted_control: SortedControl, concept: T
     """:func:`~cosy_bench.scorers.cosy.score_all` against a control set sorted once.
 
     Args:
-        names: scorer names (``"auc"``, ``"mad"``, ``"utest"``, ``"utest_p"``).
+        names: scorer names whose registry entry has ``sorted=True`` (``"auc"``, ``"mad"``,
+            ``"utest"``, ``"utest_p"``).
         sorted_control: :func:`sort_control` of the ``[N, K]`` control activations (use
             :meth:`SortedControl.select` to score a subset of its neurons).
         concept: ``[M, K]``; column ``k`` = neuron ``k`` on its explanation's images.
@@ -148,11 +136,13 @@ def score_sorted(names: Iterable[str], sorted_control: SortedControl, concept: T
         concept)``. Costs ``O(K M log N)``: two batched binary searches of the ``M`` concept
         values of each neuron among its ``N`` sorted control values.
     """
+    from cosy_bench.scorers.registry import sorted_names
+
     names = list(dict.fromkeys(names))
-    unknown = [name for name in names if name not in SORTED_SCORERS]
+    unknown = [name for name in names if name not in sorted_names()]
     if unknown or not names:
         raise ValueError(f"unknown or no scorer(s) {unknown}; the sorted path scores "
-                         f"{sorted(SORTED_SCORERS)} (others: score_all)")
+                         f"{sorted(sorted_names())} (others: score_all)")
     _check_one("concept", concept, "M")
     k, n, m = sorted_control.values.shape[0], sorted_control.n, concept.shape[0]
     if concept.shape[1] != k:

@@ -192,6 +192,6 @@ def _decided(control: SortedControl, acts: dict[str, torch.Tensor], neurons: lis
     for js in by_m.values():
         block = torch.stack([acts[texts[j]][:, neurons[j]] for j in js], dim=1)
         ok = decided(control.select(js).values.T, block, float(cfg.ci_width),
-                     cfg.get("decision_threshold"), float(cfg.get("ci_level", 0.95)))
+                     cfg.get("decision_threshold"), float(cfg.ci_level))
         out.update(zip(js, ok.tolist(), strict=True))
     return [out[j] for j in cols]

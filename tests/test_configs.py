@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import CONF, GENERIC_MODEL_OVERRIDES, HAS_TOY_MODEL, config_groups, config_options
+from helpers import CONF, GENERIC_MODEL_OVERRIDES, HAS_TOY_MODEL, config_groups, config_options
 from hydra.errors import MissingConfigException
 from omegaconf import OmegaConf
 
@@ -60,7 +60,7 @@ def test_every_group_option_composes_and_resolves(compose, group, option):
 
 
 def test_default_config_composes_with_the_toy_world():
-    from conftest import compose_config
+    from helpers import compose_config
 
     cfg = compose_config([])
     assert cfg.model.name == "toy_cnn" and cfg.explainer_name == "invert"

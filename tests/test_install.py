@@ -17,7 +17,7 @@ import sysconfig
 from pathlib import Path
 
 import pytest
-from conftest import REPO
+from helpers import REPO
 
 pytestmark = pytest.mark.slow
 

@@ -24,7 +24,7 @@ LAYERS = {
     "explainers": 4,
     "record": 5, "synthetic": 5, "pipeline": 5,
     "loggers": 6, "leaderboard": 6, "experiments": 6, "run": 6, "bench": 6, "app": 6,
-    "toyworld.training": 6, "__main__": 6, "report": 6,
+    "toyworld.training": 6, "__main__": 6, "report": 6, "api": 6,
 }
 #: rooms over 400 lines, each one algorithm that reads best whole
 LONG_MODULES = {

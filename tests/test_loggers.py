@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import record_by_hand
+from helpers import record_by_hand
 
 from cosy_bench.loggers import NoLogger, WandbLogger, auto_logger
 
@@ -157,7 +157,7 @@ def _logged_table(run_dir: Path) -> dict:
 def test_explainer_columns_reach_wandb_with_one_type(tmp_path, wandb_offline):
     """Explanations read back from the explanation cache (a csv) gave string columns, fresh
     ones floats: the same W&B column changed type from run to run."""
-    from conftest import compose_config
+    from helpers import compose_config
 
     from cosy_bench.explainers.base import Explanations
     from cosy_bench.record import RunRecord, RunResult

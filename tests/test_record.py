@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import CONF, HAS_TOY_MODEL, record_by_hand
+from helpers import CONF, HAS_TOY_MODEL, record_by_hand
 
 from cosy_bench.record import RunRecord, RunResult, names_concept, summarize
 
@@ -143,7 +143,7 @@ def test_explanations_read_back_byte_for_byte(tmp_path):
 def test_explainer_columns_are_typed_the_same_fresh_or_from_the_cache(tmp_path):
     """The explanation cache is a csv: its columns came back as strings, fresh ones as
     floats (W&B then typed the same column differently from run to run)."""
-    from conftest import compose_config
+    from helpers import compose_config
 
     from cosy_bench.explainers.base import Explanations
 

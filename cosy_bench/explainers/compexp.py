@@ -31,7 +31,7 @@ import torch
 
 from cosy_bench.explainers.auroc import LabelProducts
 from cosy_bench.explainers.base import Explanations
-from cosy_bench.explainers.formulas import OPS, beam_search, format_formula
+from cosy_bench.explainers.formulas import OPS, Beam, beam_search, format_formula
 from cosy_bench.explainers.netdissect import ProbeDissector, dissect
 
 log = logging.getLogger("cosy_bench")
@@ -88,9 +88,9 @@ def compexp(unit_masks: torch.Tensor, labels: torch.Tensor, concepts: Sequence[s
                                  negated_atoms=False, penalty=penalty))
     if not parts:
         return []
-    res = {key: torch.cat([p[key] for p in parts]) for key in parts[0]}
-    lits, ops, lens = res["lits"].tolist(), res["ops"].tolist(), res["len"].tolist()
-    vals, valid = res["value"].tolist(), res["valid"].tolist()
+    res = Beam.cat(parts)
+    lits, ops, lens = res.literals.tolist(), res.operators.tolist(), res.length.tolist()
+    vals, valid = res.value.tolist(), res.valid.tolist()
     c_tot = y.shape[1]
     out = []
     for i in range(k):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import torch
 
@@ -119,6 +120,28 @@ def coverage_ok(size: torch.Tensor, n: int, lo: float, hi: float) -> torch.Tenso
     return (size > 0) & (size < n) & (frac >= lo) & (frac <= hi)
 
 
+class Beam(NamedTuple):
+    """The final beam of each of ``c`` neurons, best first (``B' = min(beam, 2C)`` slots).
+
+    value: float64 ``[c, B']``, the metric (NaN in unused slots). size: ``[c, B']``, samples
+    the formula covers. valid: bool ``[c, B']``, the slot holds a formula. literals, operators:
+    long ``[c, B', length]`` (literal ``l`` = concept ``l % C``, negated if ``l >= C``;
+    operator 0 AND, 1 OR, -1 none). length: long ``[c, B']``, terms of each formula.
+    """
+
+    value: torch.Tensor
+    size: torch.Tensor
+    valid: torch.Tensor
+    literals: torch.Tensor
+    operators: torch.Tensor
+    length: torch.Tensor
+
+    @classmethod
+    def cat(cls, parts: Sequence[Beam]) -> Beam:
+        """The beams of neuron chunks, concatenated over neurons."""
+        return cls(*(torch.cat(field) for field in zip(*parts, strict=True)))
+
+
 def beam_search(
     values: torch.Tensor,
     lab,
@@ -132,7 +155,7 @@ def beam_search(
     kinds: Sequence[str] = KINDS,
     negated_atoms: bool = True,
     penalty: float = 1.0,
-) -> dict[str, torch.Tensor]:
+) -> Beam:
     """Beam search over left-deep formulas for a chunk of neurons, for any objective that is
     a function of the formula's *weighted size* ``s = sum_i v_i f_i`` and its size
     ``z = sum_i f_i`` (``f`` the formula's indicator over the ``N`` samples, ``v`` the
@@ -162,11 +185,7 @@ def beam_search(
             complexity penalty; 1 = none).
 
     Returns:
-        dict of tensors for the final beam of each neuron, best first (``B' = min(beam,
-        2C)`` slots): ``value`` ``[c, B']`` (the metric, NaN in unused slots), ``size``
-        ``[c, B']``, ``valid`` ``[c, B']``, ``lits`` / ``ops`` ``[c, B', length]`` (literal
-        ``l`` = concept ``l % C``, negated if ``l >= C``; op 0 AND, 1 OR, -1 none), ``len``
-        ``[c, B']``.
+        the final :class:`Beam` of each neuron, best first.
     """
     c_neur, n = values.shape
     n_con = lab.c
@@ -244,11 +263,5 @@ def beam_search(
         b_score = torch.where(valid, all_score.gather(1, sel), -math.inf)
         b_size, b_fp, b_val = (x.gather(1, sel) for x in (all_size, all_fp, all_val))
 
-    return {
-        "value": torch.where(valid, b_val, math.nan),
-        "size": b_size,
-        "valid": valid,
-        "lits": lits,
-        "ops": ops,
-        "len": blen,
-    }
+    return Beam(value=torch.where(valid, b_val, math.nan), size=b_size, valid=valid,
+                literals=lits, operators=ops, length=blen)

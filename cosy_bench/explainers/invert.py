@@ -49,7 +49,7 @@ from omegaconf import DictConfig, OmegaConf
 from cosy_bench.explainers.auroc import LabelProducts, auc_from_ranksum, check_inputs, midranks
 from cosy_bench.explainers.base import Explainer, Explanations
 from cosy_bench.explainers.budget import budget_bytes, too_small
-from cosy_bench.explainers.formulas import OPS, beam_search, coverage_ok, format_formula
+from cosy_bench.explainers.formulas import OPS, Beam, beam_search, coverage_ok, format_formula
 
 __all__ = ["InvertExplainer", "invert"]
 
@@ -67,19 +67,17 @@ def _search_chunk(
     lo: float,
     hi: float,
     sign: float,
-) -> dict[str, torch.Tensor]:
+) -> tuple[Beam, torch.Tensor]:
     """INVERT's beam search (:func:`~cosy_bench.explainers.formulas.beam_search` with the
     neurons' mid-ranks as sample values and AUROC from the rank sum as the metric) for a
-    chunk of neurons ``acts`` ``[c, N]``; returns its beam with the AUROC as ``auc`` and the
-    rank tie term ``tie`` ``[c]``."""
+    chunk of neurons ``acts`` ``[c, N]``: its :class:`~cosy_bench.explainers.formulas.Beam`
+    (``value`` = the AUROC) and the rank tie term ``[c]``."""
     n = acts.shape[1]
     ranks, tie = midranks(acts)
-    res = beam_search(ranks, lab, labels_t, weights, length, beam,
-                      metric=lambda s, z, _: auc_from_ranksum(s, z, n),
-                      allowed=lambda z: coverage_ok(z, n, lo, hi), sign=sign)
-    res["auc"] = res.pop("value")
-    res["tie"] = tie
-    return res
+    beam_ = beam_search(ranks, lab, labels_t, weights, length, beam,
+                        metric=lambda s, z, _: auc_from_ranksum(s, z, n),
+                        allowed=lambda z: coverage_ok(z, n, lo, hi), sign=sign)
+    return beam_, tie
 
 
 def _mwu_pvalue(auc: torch.Tensor, n1: torch.Tensor, n: int, tie: torch.Tensor) -> torch.Tensor:
@@ -185,7 +183,7 @@ def invert(
     weights = torch.randint(0, hi_w, (n,), generator=gen, dtype=torch.int64).to(torch.float64)
     sign = 1.0 if mode == "positive" else -1.0
 
-    parts: list[dict[str, torch.Tensor]] = []
+    parts: list[tuple[Beam, torch.Tensor]] = []
     for k0 in range(0, k, step):
         acts = a[:, k0 : k0 + step].T.contiguous()
         parts.append(
@@ -194,14 +192,15 @@ def invert(
         )
     if not parts:
         return []
-    res = {key: torch.cat([p[key] for p in parts]) for key in parts[0]}
+    res = Beam.cat([b for b, _ in parts])
+    tie = torch.cat([t for _, t in parts])
     pvals = None
     if pvalue:
-        pvals = _mwu_pvalue(res["auc"], res["size"], n, res["tie"][:, None]).tolist()
+        pvals = _mwu_pvalue(res.value, res.size, n, tie[:, None]).tolist()
 
     c_tot = y.shape[1]
-    lits, ops, lens = res["lits"].tolist(), res["ops"].tolist(), res["len"].tolist()
-    aucs, sizes, valid = res["auc"].tolist(), res["size"].tolist(), res["valid"].tolist()
+    lits, ops, lens = res.literals.tolist(), res.operators.tolist(), res.length.tolist()
+    aucs, sizes, valid = res.value.tolist(), res.size.tolist(), res.valid.tolist()
 
     def entry(i: int, s: int) -> dict:
         rec: dict = {"label": None, "auc": math.nan, "fraction": math.nan, "length": 0,

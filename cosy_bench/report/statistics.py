@@ -120,13 +120,13 @@ def groups(records: list[RunRecord]) -> list[tuple[dict, dict[str, RunRecord]]]:
 
 
 def scored(records: list[RunRecord]) -> list[str]:
-    """The scores to compare: AUC and MAD first, then every other results column the records
+    """The scores to compare: AUC and MAD, then every other results column the records
     summarise whose direction a scorer declares (``n_images`` and the like left out)."""
     names = {n for r in records for n in r.scores}
     rest = sorted(n for n in names - {"auc", "mad"} if registry.higher_is_better(n) is not None
                   or any(n in (OmegaConf.select(r.cfg, "scorer", default=None) or {})
                          for r in records))
-    return [n for n in ("auc", "mad") if n in names] + rest
+    return ["auc", "mad", *rest]
 
 
 def compare(records: list[RunRecord], scores: tuple[str, ...] | None = None,

@@ -244,6 +244,9 @@ def near_constant(control: Tensor, rtol: float = NEAR_CONSTANT_RTOL) -> Tensor:
     float32 rounding steps of the scale: identical images run in different batches give
     columns differing in their last bits (relative 1e-7 to 1e-6), which would otherwise turn
     into MADs of 1e7; a real neuron's spread is far above it.
+
+    >>> near_constant(torch.tensor([[3.25, 0.0], [3.2500002, 1.0], [3.25, 2.0]])).tolist()
+    [True, False]
     """
     _check_one("control", control, "N")
     if control.shape[0] < 2:
@@ -277,6 +280,11 @@ def auc(control: Tensor, concept: Tensor) -> Tensor:
 
     Sorts each control column once (``O(K N log N)``) and locates all concept values with one
     batched ``torch.searchsorted``.
+
+    >>> control = torch.tensor([[0.0, 1.0], [1.0, 2.0], [2.0, 3.0]])  # N = 3, K = 2
+    >>> concept = torch.tensor([[3.0, 0.0], [4.0, 1.0]])              # M = 2
+    >>> auc(control, concept).tolist()  # neuron 1: 0.5 of 6 pairs (a tie) favour concept
+    [1.0, 0.08333333333333333]
     """
     _validate(control, concept)
     return _u_statistic(_ranks(control, concept)) / (control.shape[0] * concept.shape[0])
@@ -295,6 +303,11 @@ def mad(control: Tensor, concept: Tensor, rtol: float = NEAR_CONSTANT_RTOL) -> T
         activations, as in the CoSy authors' code (not ``inf``/``nan``); constant means
         ``std(A0) <= rtol * max|A0|`` (:func:`near_constant`), so that rounding noise of
         identical values does not give MADs of 1e7.
+
+    >>> control = torch.tensor([[0.0, 5.0], [1.0, 5.0], [2.0, 5.0]])  # neuron 1: constant
+    >>> concept = torch.tensor([[3.0, 9.0], [4.0, 9.0]])
+    >>> mad(control, concept).tolist()  # (3.5 - 1) / 1; 0 for the constant column
+    [2.5, 0.0]
     """
     _validate(control, concept, min_control=2)
     return _mad(control, concept, rtol)
@@ -313,6 +326,12 @@ def utest(control: Tensor, concept: Tensor) -> MannWhitneyResult:
         ``scipy.stats.mannwhitneyu(concept[:, k], control[:, k], method="asymptotic")``
         (note the argument order: concept first). ``p = 1`` where all values of a neuron are
         tied.
+
+    >>> control = torch.tensor([[0.0], [1.0], [2.0], [3.0]])
+    >>> concept = torch.tensor([[4.0], [5.0], [6.0]])
+    >>> res = utest(control, concept)
+    >>> res.u.tolist(), round(res.p.item(), 4)  # U = AUC * N * M = 1 * 4 * 3
+    ([12.0], 0.0518)
     """
     _validate(control, concept)
     ranks = _ranks(control, concept)

@@ -115,6 +115,12 @@ def auc_ci(control: Tensor, concept: Tensor, level: float = 0.95) -> tuple[Tenso
 
     Returns:
         ``(low [K], high [K])``, float64: ``AUC -+ z sqrt(var)`` clipped to ``[0, 1]``.
+
+    >>> control = torch.tensor([[0.0, 1.0], [1.0, 2.0], [2.0, 3.0]])
+    >>> concept = torch.tensor([[3.0, 0.0], [4.0, 1.0]])
+    >>> low, high = auc_ci(control, concept, 0.95)
+    >>> low.tolist(), [round(v, 4) for v in high.tolist()]
+    ([1.0, 0.0], [1.0, 0.3143])
     """
     z = normal_quantile(level)
     auc, variance = auc_delong(control, concept)

@@ -29,7 +29,11 @@ _NON_WORD = re.compile(r"[^a-z0-9]+")
 
 
 def normalize(text: str) -> str:
-    """``"Sea_Lion!"`` -> ``"sea lion"``."""
+    """Lower case, ``_`` and punctuation as spaces, whitespace collapsed.
+
+    >>> normalize("Sea_Lion!")
+    'sea lion'
+    """
     return _NON_WORD.sub(" ", str(text).lower()).strip()
 
 
@@ -164,6 +168,9 @@ def names_concept(explanation: str, truth: str) -> bool:
     appears in the explanation. A compositional explanation (``red AND circle``, ``striped
     red circle``) counts when it contains the concept as a positive term: terms after
     ``NOT`` (``circle AND NOT red``) do not count.
+
+    >>> names_concept("red AND circle", "circle"), names_concept("circle AND NOT red", "red")
+    (True, False)
     """
     expl = set(_words(positive_text(explanation)))
     return bool(_words(truth)) and all(w in expl for w in _words(truth))

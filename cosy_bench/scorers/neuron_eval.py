@@ -81,7 +81,13 @@ def _labelwise(kind: str, preds: Tensor, target: Tensor, **kw) -> Tensor:
 
 def correlation(control: Tensor, concept: Tensor) -> Tensor:
     """Pearson correlation of activations and concept labels, ``[K]`` (0 for a constant
-    neuron)."""
+    neuron).
+
+    >>> control = torch.tensor([[0.0, 1.0], [1.0, 1.0]])
+    >>> concept = torch.tensor([[2.0, 1.0], [3.0, 1.0]])  # neuron 1 is constant
+    >>> [round(v, 4) for v in correlation(control, concept).tolist()]
+    [0.8944, 0.0]
+    """
     from torchmetrics.functional import pearson_corrcoef
 
     a, c = _stack(control, concept)
@@ -122,7 +128,13 @@ def _binary(name: str, control: Tensor, concept: Tensor, alpha: float | None) ->
 
 
 def f1(control: Tensor, concept: Tensor, alpha: float | None = None) -> Tensor:
-    """F1 of the top-alpha binarised neuron against the concept labels, ``[K]``."""
+    """F1 of the top-alpha binarised neuron against the concept labels, ``[K]``.
+
+    >>> control = torch.tensor([[0.0, 5.0], [1.0, 6.0]])
+    >>> concept = torch.tensor([[2.0, 0.0], [3.0, 1.0]])
+    >>> f1(control, concept).tolist()  # active on the top half: the concept images, or not
+    [1.0, 0.0]
+    """
     return _binary("f1", control, concept, alpha)
 
 

@@ -94,6 +94,10 @@ def sort_control(control: Tensor) -> SortedControl:
         control: ``[N, K]`` real activations (``N >= 1``), any device. A column holding NaN
             is sorted (NaN last) but :func:`score_sorted` refuses to score its neuron, so
             that a NaN only stops the neurons a run scores.
+
+    >>> sc = sort_control(torch.tensor([[2.0, 1.0], [0.0, 3.0], [1.0, 2.0]]))  # N = 3, K = 2
+    >>> sc.values.tolist(), sc.mean.tolist(), sc.std.tolist()
+    ([[0.0, 1.0, 2.0], [1.0, 2.0, 3.0]], [1.0, 2.0], [1.0, 1.0])
     """
     if isinstance(control, Tensor) and control.ndim == 2 and control.numel():
         _check_one("control", control[:1], "N")  # type and shape; NaN is checked sorted
@@ -135,6 +139,11 @@ def score_sorted(names: Iterable[str], sorted_control: SortedControl, concept: T
         ``{column: float64 [K]}``, the columns and values of ``score_all(names, control,
         concept)``. Costs ``O(K M log N)``: two batched binary searches of the ``M`` concept
         values of each neuron among its ``N`` sorted control values.
+
+    >>> sc = sort_control(torch.tensor([[2.0, 1.0], [0.0, 3.0], [1.0, 2.0]]))
+    >>> out = score_sorted(["auc", "mad"], sc, torch.tensor([[3.0, 0.0], [4.0, 1.0]]))
+    >>> out["auc"].tolist(), out["mad"].tolist()
+    ([1.0, 0.08333333333333333], [2.5, -1.5])
     """
     from cosy_bench.scorers.registry import sorted_names
 

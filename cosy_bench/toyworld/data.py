@@ -14,7 +14,6 @@ from cosy_bench.toyworld.scenes import RENDERER_VERSION
 from cosy_bench.toyworld.vocab import CLASS_NAMES, CONCEPTS
 
 CONTROL_SEED = 12345
-PROBE_SEED = 54321
 
 
 class ToyControlSet(Dataset):
@@ -64,16 +63,18 @@ class ToyControlSet(Dataset):
 class ToyProbeSet(ToyControlSet):
     """A concept-labelled probe set of random scenes (for explainers such as INVERT).
 
-    Same as :class:`ToyControlSet` with another default seed; ``labels[i, j]`` says whether
-    ``concepts[j]`` shows in image ``i`` and :meth:`masks` gives its pixels.
+    Same as :class:`ToyControlSet`, but ``n`` and ``seed`` have one source: the run's
+    ``probe`` config (``conf/probe/toyworld.yaml``: 3000 scenes, seed 777), so they are
+    required here. ``labels[i, j]`` says whether ``concepts[j]`` shows in image ``i`` and
+    :meth:`masks` gives its pixels.
 
     Attributes:
-        name: cache key, e.g. ``"toyworld-v3-probe-n2000-s54321"``.
+        name: cache key, e.g. ``"toyworld-v3-probe-n3000-s777"``.
     """
 
     kind = "probe"
 
-    def __init__(self, n: int = 2000, seed: int = PROBE_SEED, size: int = 64,
+    def __init__(self, *, n: int, seed: int, size: int = 64,
                  transform: Callable | None = None):
         super().__init__(n=n, seed=seed, size=size, transform=transform)
 

@@ -10,7 +10,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO
+from helpers import REPO
 
 from cosy_bench.app.failures import ERROR_FILE, UserInputError, record_failure
 

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO, no_network
+from helpers import REPO, no_network
 
 from cosy_bench.app import inputs
 from cosy_bench.app.inputs import MissingInputsError, check_inputs, missing_inputs

@@ -11,7 +11,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO, config_options
+from helpers import REPO, config_options
 from hydra._internal.utils import create_config_search_path
 
 from cosy_bench.app.layers import SCHEME
@@ -49,7 +49,7 @@ def test_readme_recipe_names_a_layer_without_a_layer_file(compose, recipe_dir):
 
 
 def test_every_declared_layer_resolves_on_the_network(compose, recipe_dir):
-    from conftest import no_network
+    from helpers import no_network
 
     from cosy_bench.models import create_model
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import run_two_ranks
+from helpers import run_two_ranks
 from omegaconf import OmegaConf
 
 from cosy_bench.cache.claims import claim_is_stale, lock_path, try_claim

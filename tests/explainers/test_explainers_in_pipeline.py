@@ -108,7 +108,7 @@ def test_invert_needs_a_labelled_probe(compose, smoke, cache_dir, tmp_path):
 def test_milan_smoke_on_resnet18_runs_offline_with_a_random_published_size_decoder(
         compose, smoke, cache_dir, tmp_path, caplog):
     """`python -m cosy_bench explainer=milan model=resnet18 debug=smoke`."""
-    from conftest import no_network
+    from helpers import no_network
 
     from cosy_bench.explainers.milan.checkpoints import RANDOM_WORDS
 

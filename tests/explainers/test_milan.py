@@ -357,7 +357,7 @@ def test_the_checkpoint_command_loads_strictly_and_decodes(tmp_path, capsys):
 
 
 def test_a_published_name_offline_says_how_to_proceed(tmp_path, monkeypatch):
-    from conftest import no_network
+    from helpers import no_network
 
     monkeypatch.setenv("COSY_CACHE_DIR", str(tmp_path))
     with no_network(), pytest.raises(RuntimeError, match=r"milan-base\.pth.*checkpoint=random"):

@@ -344,7 +344,7 @@ def test_toy_cnn_concept_units_exemplars_show_their_concept_where_masked(toy_cnn
     the unit's concept, and the masks fall on its pixels, not on another concept's."""
     from cosy_bench.toyworld.data import ToyProbeSet
 
-    data = ToyProbeSet(n=300)
+    data = ToyProbeSet(n=300, seed=54321)
     ex = collect_exemplars(toy_cnn.spatial_extractor("concepts"), data, toy_cnn.transform,
                            trainer(), k=5)
     units = torch.arange(len(data.concepts))
@@ -483,7 +483,7 @@ _WORKER = textwrap.dedent("""
 
 
 def test_two_ranks_give_the_single_process_exemplars(tmp_path):
-    from conftest import run_two_ranks
+    from helpers import run_two_ranks
 
     script = tmp_path / "worker.py"
     script.write_text(_WORKER)

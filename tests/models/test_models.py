@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import CONF, GENERIC_MODEL_OVERRIDES, compose_config, config_options, no_network
+from helpers import CONF, GENERIC_MODEL_OVERRIDES, compose_config, config_options, no_network
 from PIL import Image
 
 from cosy_bench.models import create_model

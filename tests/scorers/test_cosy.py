@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import near_constant_control
+from helpers import near_constant_control
 from scipy.stats import mannwhitneyu
 from sklearn.metrics import roc_auc_score
 

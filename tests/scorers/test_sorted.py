@@ -6,7 +6,7 @@ import os
 
 import pytest
 import torch
-from conftest import near_constant_control
+from helpers import near_constant_control
 
 from cosy_bench.scorers import score_all
 from cosy_bench.scorers.sorted import SortedControl, score_sorted, sort_control

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import REPO
+from helpers import REPO
 
 WEIGHTS = REPO / "cosy_bench" / "toyworld" / "weights"
 SHIPPED = sorted(p.name for p in WEIGHTS.glob("*.safetensors"))

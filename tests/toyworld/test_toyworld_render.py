@@ -178,7 +178,7 @@ def test_datasets():
     image = control[3]
     assert image.mode == "RGB" and image.size == (64, 64)
     assert np.array_equal(np.asarray(image), render_scene(12345, 3).image)
-    probe = ToyProbeSet(n=20)
+    probe = ToyProbeSet(n=20, seed=54321)
     assert probe.name == f"toyworld-{RENDERER_VERSION}-probe-n20-s54321"
     assert probe.concepts == CONCEPTS
     assert probe.labels.shape == (20, len(CONCEPTS)) and probe.labels.dtype.is_floating_point \

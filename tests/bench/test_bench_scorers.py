@@ -12,7 +12,7 @@ def test_sorted_rows_run_and_agree(capsys):
             "--utest"]
     assert bench_main(argv) == 0
     out = capsys.readouterr().out
-    for label in ("score_all (sorts every call)", "cold: sort_control", "warm: score_sorted"):
+    for label in ("score_all (cold: sorts, then searches)", "cold: sort_control", "warm: score_sorted"):
         row = next(line for line in out.splitlines() if line.startswith(label))
         diff = float(row.split()[-1])
         assert diff <= 1e-12, row

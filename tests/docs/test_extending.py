@@ -47,6 +47,7 @@ def test_explainer_scorer_and_dataset_examples_run_on_the_toy_world(examples_imp
     record = cosy_bench.evaluate(
         SEARCHPATH, "explainer=mean_difference", "scorer=[auc,mad,top_rate]",
         "dataset=fake_control", "layer=concepts", "neurons.ids=[0,1,2,3,4]", "n_images=4",
+        "probe.n=1000",
         "logger=none", f"paths.cache_dir={tmp_path / 'cache'}", output_dir=tmp_path / "run")
     results = pd.read_csv(tmp_path / "run" / "results.csv")
     # the toy world's concept units: the mean-difference explainer finds their concepts

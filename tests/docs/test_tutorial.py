@@ -37,5 +37,5 @@ def test_tutorial_executes(tmp_path, monkeypatch):
                      for o in outputs)
     assert "invert" in text and "random" in text and "better" in text
     assert sum("image/png" in o.get("data", {}) for o in outputs) >= 2  # the two figures
-    for run in ("invert", "random", "invert_conv2", "invert_conv3", "invert_conv4"):
+    for run in ("invert", "random", "invert_conv3", "invert_conv4"):
         assert (tmp_path / "runs" / run / "results.csv").exists(), run

@@ -6,7 +6,6 @@ import re
 
 import numpy as np
 import torch
-
 from stamped import assert_stamped
 
 from cosy_bench.bench.__main__ import main as bench_main

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from stamped import assert_stamped
 
 from cosy_bench.bench.__main__ import main as bench_main

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from stamped import assert_stamped
 
 from cosy_bench.bench.__main__ import main as bench_main

@@ -1,7 +1,9 @@
 """Run one benchmark: ``python -m cosy_bench.bench NAME [options]``.
 
 ``NAME`` is a module of this package (e.g. ``scorers``, ``explainers``); its ``main(argv)``
-gets the remaining arguments.
+gets the remaining arguments. ``--markdown FILE``, accepted by every bench, also writes what
+the command prints as Markdown, stamped with the date, machine, load and command line
+(:mod:`cosy_bench.bench._markdown`); ``docs/performance.md`` includes such files.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import sys
 from collections.abc import Sequence
 
 import cosy_bench.bench as _package
+from cosy_bench.bench import _markdown
 
 
 def available() -> list[str]:
@@ -28,17 +31,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     usage = (
         "usage: python -m cosy_bench.bench NAME [options]  (NAME: "
         + ", ".join(available())
-        + "; NAME --help for its options)"
+        + "; NAME --help for its options; --markdown FILE writes the output as Markdown)"
     )
     if not argv or argv[0] in ("-h", "--help"):
         print(usage)
         return 0 if argv else 2
-    name, rest = argv[0], argv[1:]
+    name, (rest, markdown) = argv[0], _markdown.pop_option(argv[1:])
     if name.startswith("_") or not name.isidentifier() or name not in available():
         print(f"unknown benchmark {name!r}\n{usage}", file=sys.stderr)
         return 2
     module = importlib.import_module(f"{_package.__name__}.{name}")
-    result = module.main(rest)
+    with _markdown.recording(markdown, name, argv[1:]):
+        result = module.main(rest)
     return int(result or 0)
 
 

@@ -36,7 +36,7 @@ class Explanations:
 
     @classmethod
     def from_csv(cls, text: str) -> Explanations:
-        """The table of :meth:`to_csv`'s text; texts come back byte for byte (``\r``,
+        r"""The table of :meth:`to_csv`'s text; texts come back byte for byte (``\r``,
         ``\r\n``, quotes, commas, tabs, unicode) when the text was read with
         ``newline=""`` or as bytes, never through universal-newline translation."""
         rows = list(csv.DictReader(io.StringIO(text, newline="")))

@@ -1,6 +1,6 @@
 """``layer=NAME`` for any layer a model yaml declares, with no conf/layer file (issue #13,
-item 2), tested with README's "Add a model with one yaml file" recipe copied verbatim into
-a config folder of the test's own (a torchvision architecture not shipped: convnext_tiny)."""
+item 2), tested with the "Add a model with one yaml file" recipe of docs/real_models.md copied
+verbatim into a config folder of the test's own (a torchvision architecture not shipped: convnext_tiny)."""
 
 from __future__ import annotations
 
@@ -16,12 +16,13 @@ from hydra._internal.utils import create_config_search_path
 
 from cosy_bench.app.layers import SCHEME
 
-SECTION = re.search(r"^## Add a model with one yaml file\n(.*?)(?=^## )",
-                    (REPO / "README.md").read_text(encoding="utf-8"), re.S | re.M).group(1)
+SECTION = re.search(r"^## Add a model with one yaml file\n(.*?)(?=^## |\Z)",
+                    (REPO / "docs" / "real_models.md").read_text(encoding="utf-8"),
+                    re.S | re.M).group(1)
 
 
 def readme_recipe() -> tuple[str, str, list[str]]:
-    """(file name, yaml, command-line overrides) as README writes them."""
+    """(file name, yaml, command-line overrides) as docs/real_models.md writes them."""
     name = re.search(r"`conf/model/(\w+)\.yaml`", SECTION).group(1)
     yaml = re.search(r"```yaml\n(.*?)```", SECTION, re.S).group(1)
     command = re.search(r"then `python -m cosy_bench ([^`]+)`", SECTION).group(1)
@@ -76,7 +77,7 @@ def test_real_files_win_and_other_apps_are_untouched(compose):
 
 @pytest.mark.slow
 def test_readme_recipe_runs_and_sweeps_its_layers(recipe_dir, tmp_path):
-    """README's command (plus debug=smoke: offline) runs; ``-m layer=stage2,stage4`` sweeps;
+    """The page's command (plus debug=smoke: offline) runs; ``-m layer=stage2,stage4`` sweeps;
     the verbatim command offline stops at once naming the missing inputs."""
     _, _, overrides = readme_recipe()
     env = {**os.environ, "PYTHONPATH": str(REPO), "WANDB_MODE": "disabled",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+from stamped import assert_stamped
+
 from cosy_bench.bench.__main__ import main as bench_main
 from cosy_bench.bench.activations import make_jpegs
 
@@ -19,9 +21,10 @@ def test_jpegs_are_seeded_and_made_once(tmp_path):
 def test_bench_runs_at_small_size(tmp_path, capsys):
     argv = ["activations", "--images", "6", "--sizes", "600x400,300x260", "--layers",
             "layer1,avgpool", "--batch-size", "4", "--workers", "0", "--folder",
-            str(tmp_path / "jpegs")]
+            str(tmp_path / "jpegs"), "--markdown", str(tmp_path / "activations.md")]
     assert bench_main(argv) == 0
     out = capsys.readouterr().out
+    assert_stamped(tmp_path / "activations.md", argv, out, "layer    path")
     assert "reduced vs full JPEG decoding" in out and "re-encoded as JPEG q90" in out
     rows = [line for line in out.splitlines() if re.match(r"(layer1|avgpool)\s+cosy_bench", line)]
     assert len(rows) == 2

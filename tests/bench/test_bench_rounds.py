@@ -6,6 +6,7 @@ import re
 
 import numpy as np
 import torch
+from stamped import assert_stamped
 
 from cosy_bench.bench.__main__ import main as bench_main
 from cosy_bench.bench.rounds import _ranking
@@ -15,9 +16,11 @@ from cosy_bench.scorers.cosy import auc
 def test_bench_runs_at_small_size(tmp_path, capsys):
     argv = ["rounds", "--layers", "concepts", "--explainers", "ground_truth,random",
             "--max", "6", "--round", "3", "--cache", str(tmp_path / "cache"),
+            "--markdown", str(tmp_path / "rounds.md"),
             "--extra", "dataset.n=300", "neurons.ids=[0,3,7]"]
     assert bench_main(argv) == 0
     out = capsys.readouterr().out
+    assert_stamped(tmp_path / "rounds.md", argv, out, "layer     explainer")
     row = re.search(r"^concepts\s+ground_truth\s+3\s+(\d+)\s+18\s+\S+x\s+\S+\s+(\S+)", out, re.M)
     assert row and int(row.group(1)) in (9, 12, 15, 18), out
     assert row.group(2) != "n/a", out  # the retest ran (fixed 6 vs images 6-11)

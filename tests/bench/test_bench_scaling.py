@@ -6,16 +6,19 @@ from __future__ import annotations
 
 import re
 
+from stamped import assert_stamped
+
 from cosy_bench.bench.__main__ import main as bench_main
 
 ROW = r"^{method}\s+(\d+)\s+{k}\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)$"
 
 
-def test_bench_runs_at_small_size(capsys):
+def test_bench_runs_at_small_size(tmp_path, capsys):
     argv = ["scaling", "--sizes", "600,1200", "--neurons", "8", "--concepts", "10",
-            "--clip-concepts", "30", "--clip-dim", "8"]
+            "--clip-concepts", "30", "--clip-dim", "8", "--markdown", str(tmp_path / "s.md")]
     assert bench_main(argv) == 0
     out = capsys.readouterr().out
+    assert_stamped(tmp_path / "s.md", argv, out, "method ")
     for method in ("scoring", "invert", "clip_dissect"):
         rows = re.findall(ROW.format(method=method, k=8), out, re.M)
         assert [int(n) for n, *_ in rows] == [600, 1200], out

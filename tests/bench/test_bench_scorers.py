@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+from stamped import assert_stamped
+
 from cosy_bench.bench.__main__ import main as bench_main
 
 
@@ -17,3 +19,10 @@ def test_sorted_rows_run_and_agree(capsys):
         diff = float(row.split()[-1])
         assert diff <= 1e-12, row
         assert re.search(r"\d+\.\dx", row), row  # a speed-up against the loop is printed
+
+
+def test_markdown_file_holds_the_stamp_and_the_table(tmp_path, capsys):
+    argv = ["scorers", "--neurons", "4", "--control", "200", "--concept", "5", "--repeats", "1",
+            "--markdown", str(tmp_path / "scorers.md")]
+    assert bench_main(argv) == 0
+    assert_stamped(tmp_path / "scorers.md", argv, capsys.readouterr().out, "score    reference")

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import pytest
+from stamped import assert_stamped
 
 from cosy_bench.bench.__main__ import main as bench_main
 
 
-def test_bench_runs_at_reduced_size(capsys):
+def test_bench_runs_at_reduced_size(tmp_path, capsys):
     argv = ["synthesis", "--size", "128", "--steps", "2", "--images", "2", "--batch", "2",
-            "--scale", "16", "--device", "cpu"]
+            "--scale", "16", "--device", "cpu", "--markdown", str(tmp_path / "synthesis.md")]
     assert bench_main(argv) == 0
     out = capsys.readouterr().out
+    assert_stamped(tmp_path / "synthesis.md", argv, out, "way ")
     assert "authors (1 prompt/call)" in out and "cosy_bench (batch 2)" in out
     line = next(x for x in out.splitlines() if x.startswith("speed-up"))
     max_diff = float(line.split("differ by max ")[1].split(",")[0])

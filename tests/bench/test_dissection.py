@@ -8,18 +8,21 @@ from __future__ import annotations
 import re
 
 import pytest
+from stamped import assert_stamped
 
 from cosy_bench.bench.__main__ import main as bench_main
 
 NUM = r"[\d,]+(?:\.\d+)?"
 
 
-def test_netdissect_and_compexp_rows_at_a_tiny_size(capsys):
+def test_netdissect_and_compexp_rows_at_a_tiny_size(tmp_path, capsys):
     argv = ["explainers", "--skip-invert", "--skip-clip", "--dissect-images", "100",
             "--dissect-neurons", "6", "--dissect-concepts", "200", "--dissect-timed-images", "20",
-            "--mask-size", "16", "--compexp-units", "3", "--compexp-images", "80"]
+            "--mask-size", "16", "--compexp-units", "3", "--compexp-images", "80",
+            "--markdown", str(tmp_path / "explainers.md")]
     assert bench_main(argv) == 0
     out = capsys.readouterr().out
+    assert_stamped(tmp_path / "explainers.md", argv, out, "NetDissect: probe 100 images")
     lines = out.splitlines()
 
     assert "NetDissect: probe 100 images, K=6 units, C=200 labels, masks 16x16" in lines, out

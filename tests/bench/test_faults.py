@@ -1,21 +1,26 @@
 """The fault-injection command (cosy_bench/bench/faults.py) on a small toy run: killed runs'
 reruns give the undisturbed bytes and leave a clean cache. The full figures (20 trials on
-the toy default run) are in README's Reliability section."""
+the toy default run) are in docs/reliability.md."""
 
 from __future__ import annotations
 
 import json
 
 import pytest
+from stamped import assert_stamped
 
-from cosy_bench.bench.faults import audit, main
+from cosy_bench.bench.__main__ import main as bench_main
+from cosy_bench.bench.faults import audit
 
 pytestmark = pytest.mark.slow
 
 
-def test_two_kill_trials_on_a_small_toy_run(tmp_path):
-    rc = main(["--trials", "2", "--seed", "1", "--out", str(tmp_path), "explainer=ground_truth",
-               "neurons.ids=[0,1,2]", "n_images=4", "dataset.n=100"])
+def test_two_kill_trials_on_a_small_toy_run(tmp_path, capsys):
+    argv = ["faults", "--trials", "2", "--seed", "1", "--out", str(tmp_path),
+            "--markdown", str(tmp_path / "faults.md"), "explainer=ground_truth",
+            "neurons.ids=[0,1,2]", "n_images=4", "dataset.n=100"]
+    rc = bench_main(argv)
+    assert_stamped(tmp_path / "faults.md", argv, capsys.readouterr().out, "reference run:")
     report = json.loads((tmp_path / "faults.json").read_text())
     assert rc == 0 and report["ok"] == report["trials"] == 2
     for trial in report["details"]:

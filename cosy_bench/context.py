@@ -18,6 +18,7 @@ from omegaconf import DictConfig
 from cosy_bench.cache.claims import compute_once
 from cosy_bench.cache.fingerprint import dataset_fingerprint, module_fingerprint
 from cosy_bench.cache.store import Cache, save_tensors_atomic, stable_hash
+from cosy_bench.cache.structure import expect_equal, expect_tensors
 from cosy_bench.distributed.ranks import agreed, broadcast_object, is_rank_zero
 from cosy_bench.loops.activations import collect_activations, resolve_num_workers
 from cosy_bench.loops.exemplars import Exemplars, collect_exemplars
@@ -75,11 +76,29 @@ class RunContext:
         key = stable_hash({**self.model_key, **self.dataset_key(dataset)})
         return self.cache.path("activations", key, ".safetensors")
 
+    def _check_activations(self, tensors: dict) -> None:
+        """An activations file's structure: activations float [N', K], index int [N'],
+        skipped int [] (ValueError otherwise: the file is moved aside and recomputed)."""
+        expect_tensors(tensors, {"activations": (2, "float"), "index": (1, "int"),
+                                 "skipped": (0, "int")},
+                       {"activations": (None, self.num_neurons or None)})  # 0: not known
+        expect_equal("the number of indices", tensors["index"].shape[0],
+                     tensors["activations"].shape[0])
+
+    def _check_sorted(self, tensors: dict) -> None:
+        """A sorted control's structure (:class:`SortedControl` plus ``skipped``)."""
+        k = self.num_neurons or None  # 0: not known
+        expect_tensors(tensors, {"values": (2, "float"), "mean": (1, "float"),
+                                 "std": (1, "float"), "ties": (1, "float"),
+                                 "constant": (1, "bool"), "skipped": (0, "int")},
+                       {"values": (k, None), "mean": (k,), "std": (k,), "ties": (k,),
+                        "constant": (k,)})
+
     def activations(self, dataset, what: str = "control", with_index: bool = False):
         """Activations [N', K] of the layer on the N' readable images of ``dataset``, cached by
         (model, layer, dataset); with ``with_index`` also their dataset indices [N']."""
         path = self.activations_path(dataset)
-        cached = self.cache.load_tensors(path)
+        cached = self.cache.load_tensors(path, check=self._check_activations)
         if cached is not None:
             log.info("%s activations: cache hit (%s, %d images)", what, dataset.name,
                      cached["activations"].shape[0])
@@ -101,8 +120,10 @@ class RunContext:
             return {"activations": acts, "index": index, "skipped": torch.tensor(skipped)}
 
         # one process of all the jobs sharing the cache computes them; the others wait for it
-        tensors, computed = compute_once(path, compute, save_tensors_atomic,
-                                         self.cache.load_tensors, what=f"{what} activations")
+        tensors, computed = compute_once(
+            path, compute, save_tensors_atomic,
+            lambda p: self.cache.load_tensors(p, check=self._check_activations),
+            what=f"{what} activations")
         self.stats[f"{what}_activations_computed"] = computed
         self.stats[f"{what}_skipped"] = int(tensors["skipped"].item())
         acts, index = tensors["activations"], tensors["index"]
@@ -136,9 +157,10 @@ class RunContext:
             tensors = sort_control(self.activations(dataset, what)).to_tensors()
             return {**tensors, "skipped": torch.tensor(self.stats[f"{what}_skipped"])}
 
-        tensors, sorted_now = compute_once(path, compute, save_tensors_atomic,
-                                           self.cache.load_tensors,
-                                           what=f"sorted {what} activations")
+        tensors, sorted_now = compute_once(
+            path, compute, save_tensors_atomic,
+            lambda p: self.cache.load_tensors(p, check=self._check_sorted),
+            what=f"sorted {what} activations")
         if not sorted_now:
             log.info("%s activations: cache hit (%s, sorted, %d images)", what, dataset.name,
                      tensors["values"].shape[1])
@@ -156,6 +178,15 @@ class RunContext:
                            "seed": seed, "spatial": self.layer.spatial})
         path = self.cache.path("exemplars", key, ".safetensors")
 
+        def check(tensors: dict) -> None:  # Exemplars' fields: K units, k images each
+            expect_tensors(tensors, {"indices": (2, "int"), "scores": (2, "float"),
+                                     "maps": (4, "float"), "levels": (1, "float")})
+            units, top = tensors["indices"].shape
+            expect_tensors(tensors, {"indices": (2, "int"), "scores": (2, "float"),
+                                     "maps": (4, "float"), "levels": (1, "float")},
+                           {"scores": (units, top), "maps": (units, top, None, None),
+                            "levels": (units,)})
+
         def compute():
             log.info("exemplars: top-%d images of %d units on %d images of %s", k,
                      self.num_neurons, len(dataset), dataset.name)
@@ -169,7 +200,8 @@ class RunContext:
             return ex.to_tensors()
 
         tensors, computed = compute_once(path, compute, save_tensors_atomic,
-                                         self.cache.load_tensors, what="exemplars")
+                                         lambda p: self.cache.load_tensors(p, check=check),
+                                         what="exemplars")
         self.stats["exemplars_computed"] = computed
         return Exemplars.from_tensors(tensors)
 

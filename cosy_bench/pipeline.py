@@ -16,7 +16,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from cosy_bench.cache.fingerprint import path_fingerprint
+from cosy_bench.cache.fingerprint import path_fingerprint, verify_inputs
 from cosy_bench.cache.hygiene import check_cache_dir, clean_debris
 from cosy_bench.cache.store import (
     RankAgreedCache,
@@ -99,6 +99,33 @@ def folder_contents(ctx: RunContext, settings: dict) -> list[str]:
     return out
 
 
+def cached_explanations(text: str, num_neurons: int) -> Explanations:
+    """The explanations of a cached CSV; ValueError where its structure is not theirs (a
+    ``neuron`` and an ``explanation`` column, integer neurons of the layer, each once,
+    non-empty texts): the cache then moves the file aside and the explainer runs again."""
+    import csv
+    import io
+
+    header = next(csv.reader(io.StringIO(text, newline="")), [])
+    missing = [c for c in ("neuron", "explanation") if c not in header]
+    if missing:
+        raise ValueError(f"columns {header[:6]} lack {missing}")
+    if len(set(header)) != len(header):
+        raise ValueError(f"repeated columns in {header[:6]}")
+    rows = list(csv.DictReader(io.StringIO(text, newline="")))
+    if any(None in r or None in r.values() for r in rows):
+        raise ValueError("a row has more or fewer cells than the header")
+    neurons = [r["neuron"] for r in rows]
+    if not all(n.isdigit() for n in neurons):
+        raise ValueError(f"neurons must be integers >= 0, got {neurons[:5]}")
+    ids = [int(n) for n in neurons]
+    if len(set(ids)) != len(ids) or (num_neurons and max(ids) >= num_neurons):
+        raise ValueError(f"neurons repeated or out of 0..{num_neurons - 1}")
+    if any(not r["explanation"].strip() for r in rows):
+        raise ValueError("an empty explanation")
+    return Explanations.from_csv(text)
+
+
 def explain(ctx: RunContext, explainer: Explainer) -> Explanations:
     """The explainer's output for this model and layer, cached by all that determines it:
     its settings, the model's weights (by content) and the contents of its probe folders."""
@@ -113,7 +140,8 @@ def explain(ctx: RunContext, explainer: Explainer) -> Explanations:
         key["spatial"] = ctx.layer.spatial
     key = stable_hash(key)
     path = ctx.cache.path("explanations", key, ".csv")
-    text = ctx.cache.read_text(path)  # verified; rank 0 decides (predict loops may follow)
+    # verified (checksum, key, columns); rank 0 decides (predict loops may follow)
+    text = ctx.cache.read_text(path, check=lambda t: cached_explanations(t, ctx.num_neurons))
     if text is not None:
         log.info("explanations (%s): cache hit", explainer.name)
         return Explanations.from_csv(text)
@@ -229,6 +257,7 @@ def run(cfg: DictConfig, output_dir: str | Path):
     """Run one configuration end to end; writes and returns its :class:`~cosy_bench.record.RunRecord`."""
     output_dir = Path(output_dir)
     validate(cfg)
+    verify_inputs(bool(cfg.get("verify_inputs", False)))
     check_cache_dir(cfg.paths.cache_dir)
     cache = RankAgreedCache(cfg.paths.cache_dir)  # under DDP, rank 0 decides what is cached
     if is_rank_zero():

@@ -40,6 +40,8 @@ class RunSchema:
     precision: str | None = _f("autocast of the activation pass", optional_key=True,
                                choices=("float32", "bfloat16", "float16"))
     scorer: list[str] = _f("scores to compute", non_empty=True)
+    verify_inputs: bool = _f("hash every input file again instead of trusting the content-hash "
+                             "memo", optional_key=True)
 
 
 @dataclass
@@ -95,6 +97,8 @@ def _expected(kind, meta) -> str:
             what += f" >= {meta['min']}"
         if meta["choices"]:
             what += f" from {list(meta['choices'])}"
+    elif inner is bool:
+        what = "true or false"
     elif inner is int:
         what = "an integer" + (f" >= {meta['min']}" if meta["min"] is not None else "")
         what += "".join(f" or {w!r}" for w in meta.get("words", ()))
@@ -122,6 +126,8 @@ def _ok(value, kind, meta) -> bool:
             return all(_is_int(v) and (lo is None or v >= lo) for v in items)
         return all(isinstance(v, str) and (not meta["choices"] or v in meta["choices"])
                    for v in items)
+    if inner is bool:
+        return isinstance(value, bool)
     if inner is int:
         if isinstance(value, str) and value in meta.get("words", ()):
             return True

@@ -17,6 +17,7 @@ from cosy_bench.cache.store import (
     save_tensors_atomic,
     stable_hash,
 )
+from cosy_bench.cache.structure import expect_tensors
 from cosy_bench.context import RunContext
 from cosy_bench.data.datasets import ImageFiles
 from cosy_bench.distributed.ranks import is_rank_zero
@@ -96,6 +97,11 @@ def concept_activations(ctx: RunContext, generator: Generator, items: dict[str, 
     out: dict[str, torch.Tensor] = {}
     trainer = ctx.trainer("concept activations")
 
+    def check(concept: str):  # activations float [M, K] of the concept's M images
+        return lambda t: expect_tensors(t, {"activations": (2, "float")},
+                                        {"activations": (len(items[concept]),
+                                                         ctx.num_neurons or None)})
+
     def work(concepts: list[str]) -> None:
         # one pass per concept: its batches never depend on which concepts share the claim,
         # so a concept's activations are the same bytes whichever job or rerun makes them
@@ -115,13 +121,14 @@ def concept_activations(ctx: RunContext, generator: Generator, items: dict[str, 
             if is_rank_zero():
                 save_tensors_atomic(paths[c], {"activations": acts})
 
-    computed = split_work(list(items), lambda c: load_tensors_checked(paths[c]) is not None,
+    computed = split_work(list(items),
+                          lambda c: load_tensors_checked(paths[c], check=check(c)) is not None,
                           work, path_of=paths.__getitem__, chunk=_share(ctx.cfg.n_images),
                           what="concept activations")
     ctx.stats["concept_activation_sets_computed"] = computed
     for concept in items:
         if concept not in out:
-            cached = ctx.cache.load_tensors(paths[concept])
+            cached = ctx.cache.load_tensors(paths[concept], check=check(concept))
             if cached is None:
                 raise RuntimeError(f"concept activations of {concept!r} are missing from "
                                    f"{paths[concept]} after their claim was released")

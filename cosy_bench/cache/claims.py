@@ -2,12 +2,25 @@
 an artefact, the others wait and read it.
 
 :func:`compute_once` takes an atomic claim file ``<artefact>.lock`` holding pid, host and
-time, refreshed by a heartbeat while the holder works. The claim is written whole to a
-temporary file first and then hard-linked to its name (``link`` fails if the name exists), so
-an empty or half-written claim never exists; should one appear anyway (a file system without
-hard links, an outside edit), it is stale once ``UNREADABLE_AFTER`` seconds old. A claim whose
-process is dead (same host) or whose heartbeat is older than ``stale_after`` seconds (any
-host) is taken over. Artefacts are written atomically (temporary file, then rename), so no
+time. The claim is written whole to a temporary file first and then hard-linked to its name
+(``link`` fails if the name exists), so an empty or half-written claim never exists; should
+one appear anyway (a file system without hard links, an outside edit), it is stale once
+``UNREADABLE_AFTER`` seconds old.
+
+Liveness is what the holder proves, not what its PID suggests: a thread of the holder
+refreshes the claim's modification time every :func:`heartbeat_s` seconds (5; environment
+``COSY_CLAIM_HEARTBEAT``) while it works. A claim is taken over (:func:`claim_is_stale`) when
+
+* its holder is on this host and its process is dead (or a zombie), at once;
+* its holder is on this host and the last beat is older than :data:`MISSED_BEATS` beats (a
+  live but unrelated process under a reused PID, a restarted container);
+* its holder is on another host and this process has seen no new beat for
+  :data:`MISSED_BEATS` beats on its own monotonic clock (no clock skew between hosts
+  matters: only whether the time stamp moves);
+* its last beat is older than ``stale_after`` seconds (any host; a first look at start-up).
+
+A waiting process says at WARNING level who holds the claim, since when, and when it will
+take over. Artefacts are written atomically (temporary file, then rename), so no
 one ever reads a half-written file. :func:`split_work` claims many artefacts one by one, so
 that jobs started together share the work.
 """
@@ -35,6 +48,25 @@ log = logging.getLogger("cosy_bench")
 
 #: seconds after which a claim that cannot be parsed is stale (a claim is written whole)
 UNREADABLE_AFTER = 5.0
+#: beats a holder may miss before its claim is taken over
+MISSED_BEATS = 4
+#: the environment variable of the heartbeat interval (seconds)
+HEARTBEAT_ENV = "COSY_CLAIM_HEARTBEAT"
+#: (modification time in ns, monotonic time it was first seen) per claim this process watched
+_BEATS: dict[str, tuple[int, float]] = {}
+
+
+def heartbeat_s() -> float:
+    """Seconds between a holder's beats: ``$COSY_CLAIM_HEARTBEAT``, default 5."""
+    try:
+        return max(0.05, float(os.environ.get(HEARTBEAT_ENV, "5")))
+    except ValueError:
+        return 5.0
+
+
+def takeover_s() -> float:
+    """Seconds without a beat after which a claim is taken over."""
+    return MISSED_BEATS * heartbeat_s()
 
 
 def writer_tag() -> str:
@@ -91,22 +123,67 @@ def _pid_alive(pid: int) -> bool:
         return True
 
 
-def claim_is_stale(lock: Path, stale_after: float) -> bool:
-    """Is ``lock`` held by a dead process on this host, or without heartbeat for
-    ``stale_after`` seconds?"""
+def _look(lock: Path) -> tuple[os.stat_result, dict] | None:
+    """(stat, holder) of ``lock`` read through one open file (on NFS, opening fetches fresh
+    attributes); None if free."""
     try:
-        age = time.time() - lock.stat().st_mtime
+        with open(lock, "rb") as f:
+            st, data = os.fstat(f.fileno()), f.read()
     except FileNotFoundError:
+        return None
+    try:
+        info = json.loads(data.decode("utf-8"))
+        return st, info if isinstance(info, dict) else {}
+    except ValueError:
+        return st, {}
+
+
+def _unchanged_for(lock: Path, mtime_ns: int) -> float:
+    """Seconds this process has seen ``lock`` with the beat ``mtime_ns`` (monotonic clock)."""
+    now = time.monotonic()
+    seen = _BEATS.get(str(lock))
+    if seen is None or seen[0] != mtime_ns:
+        _BEATS[str(lock)] = (mtime_ns, now)
+        return 0.0
+    return now - seen[1]
+
+
+def claim_is_stale(lock: Path, stale_after: float = 600.0) -> bool:
+    """Is ``lock`` held by a dead process, or by one that stopped beating (see the module
+    docstring), or without a beat for ``stale_after`` seconds?"""
+    looked = _look(lock)
+    if looked is None:
         return False
+    st, info = looked
+    age = time.time() - st.st_mtime
     if age > stale_after:
         return True
-    info = read_claim(lock)
-    if info == {} and age > UNREADABLE_AFTER:
-        return True  # claims are written whole: an unparseable one is debris
-    info = info or {}
+    if info == {}:
+        return age > UNREADABLE_AFTER  # claims are written whole: an unparseable one is debris
     pid = info.get("pid")
-    return (info.get("host") == socket.gethostname() and isinstance(pid, int)
-            and not _pid_alive(pid))
+    if info.get("host") == socket.gethostname():
+        if isinstance(pid, int) and not _pid_alive(pid):
+            return True
+        return age > takeover_s()  # one clock: the beats stopped
+    return _unchanged_for(lock, st.st_mtime_ns) > takeover_s()
+
+
+def describe_claim(lock: Path) -> str:
+    """Who holds ``lock``, since when, its last beat and when it will be taken over."""
+    looked = _look(lock)
+    if looked is None:
+        return "released"
+    st, info = looked
+    stamp = lambda t: time.strftime("%H:%M:%S", time.localtime(t))  # noqa: E731
+    since = info.get("time")
+    since = stamp(since) if isinstance(since, (int, float)) else "?"
+    if info.get("host") == socket.gethostname():
+        due = st.st_mtime + takeover_s()
+    else:
+        due = time.time() + max(0.0, takeover_s() - _unchanged_for(lock, st.st_mtime_ns))
+    return (f"pid {info.get('pid')} on {info.get('host')} since {since}, last beat "
+            f"{max(0.0, time.time() - st.st_mtime):.0f} s ago; taken over at {stamp(due)} "
+            f"unless it beats again (every {heartbeat_s():g} s)")
 
 
 def _heartbeat(claim: Claim, every: float) -> None:
@@ -131,9 +208,8 @@ def _break(lock: Path, stale_after: float) -> None:
     os.close(fd)
     try:
         if claim_is_stale(lock, stale_after):  # still the stale one, under the breaker
-            info = read_claim(lock) or {}
-            log.warning("taking over the stale claim %s (pid %s on %s since %s)", lock,
-                        info.get("pid"), info.get("host"), info.get("time"))
+            log.warning("taking over the stale claim %s (%s)", lock,
+                        describe_claim(lock).split("; taken over")[0])
             with contextlib.suppress(FileNotFoundError):
                 lock.unlink()
     finally:
@@ -178,7 +254,7 @@ def try_claim(path: str | os.PathLike, stale_after: float = 600.0) -> Claim | No
                 continue
             return None
         claim = Claim(lock, token)
-        threading.Thread(target=_heartbeat, args=(claim, max(0.5, stale_after / 5)),
+        threading.Thread(target=_heartbeat, args=(claim, min(heartbeat_s(), stale_after / 5)),
                          daemon=True, name="cosy-claim-heartbeat").start()
         return claim
     return None
@@ -245,9 +321,8 @@ def compute_once(path: str | os.PathLike, compute: Callable[[], Any],
             return value, True
         if leader:
             if not said:
-                info = read_claim(lock_path(path)) or {}
-                log.info("%s: another process is computing it (pid %s on %s); waiting", what,
-                         info.get("pid"), info.get("host"))
+                log.warning("%s: another process is computing it (%s); waiting", what,
+                            describe_claim(lock_path(path)))
                 said = True
             time.sleep(poll)
 
@@ -292,7 +367,9 @@ def split_work(units: list, done: Callable[[Any], bool], work: Callable[[list], 
             todo = [u for u in todo if u not in mine]
             continue
         if leader and waiting and not said:
-            log.info("%s: %d held by other jobs; waiting", what, len(waiting))
+            log.warning("%s: %d held by other jobs; waiting (%s: %s)", what, len(waiting),
+                        lock_path(path_of(waiting[0])).name,
+                        describe_claim(lock_path(path_of(waiting[0]))))
             said = True
         if leader:
             todo = [u for u in todo if not (read_claim(lock_path(path_of(u))) is None

@@ -59,38 +59,78 @@ def default_memo_dir() -> Path:
     return default_cache_dir() / "fingerprints"
 
 
+#: ``verify_inputs``: every file is hashed again, whatever the memo says (:func:`verify_inputs`)
+_VERIFY = False
+
+
+def verify_inputs(on: bool) -> None:
+    """``verify_inputs=true``: from now on, hash every input file again once in this process
+    instead of trusting the memo's digest for an unchanged stat signature; a memo entry
+    that disagrees is named in a warning and corrected."""
+    global _VERIFY
+    if on and not _VERIFY:
+        _SEEN.clear()  # hashed before verification was asked for: hash again
+    _VERIFY = bool(on)
+
+
+def _memo_entries(text: str, root: Path) -> dict[str, list]:
+    """The entries of a memo's text; ValueError where it is not a memo of ``root``."""
+    data = json.loads(text)
+    if not isinstance(data, dict) or data.get("root") != str(root):
+        raise ValueError(f"not the memo of {root}")
+    files = data.get("files")
+    if not isinstance(files, dict) or not all(
+            isinstance(v, list) and len(v) == 5 and all(isinstance(x, int) for x in v[:4])
+            and isinstance(v[4], str) and len(v[4]) == 64 for v in files.values()):
+        raise ValueError("entries are not [size, mtime_ns, ctime_ns, inode, sha256]")
+    return files
+
+
+def _read_memo(memo_path: Path, root: Path) -> dict[str, list]:
+    """The memo of ``root``: checksummed and bound to its key (``fingerprints/<hash of
+    root>.json``) and to ``root``; a damaged one is moved aside (warning) and ignored."""
+    from cosy_bench.cache.checked import read_text_checked
+
+    text = read_text_checked(memo_path, check=lambda t: _memo_entries(t, root))
+    return {} if text is None else _memo_entries(text, root)
+
+
 def _content_digests(root: str | os.PathLike, files: list[Path], memo_dir: Path | None,
                      workers: int = 8) -> list[list[str]]:
     """``[relative path, SHA-256]`` of ``files`` under ``root``, hashes remembered in
     ``memo_dir`` (None: :func:`default_memo_dir`) by each file's stat signature. A memo that
     cannot be written (read-only cache) only costs re-hashing next time."""
-    from cosy_bench.cache.store import stable_hash, write_text_atomic
+    from cosy_bench.cache.store import stable_hash, write_text_checked
 
     memo_dir = default_memo_dir() if memo_dir is None else Path(memo_dir)
     root = Path(root).resolve()
     memo_path = memo_dir / f"{stable_hash(str(root))}.json"
-    try:
-        memo = json.loads(memo_path.read_text(encoding="utf-8"))
-        if not isinstance(memo, dict):
-            memo = {}
-    except (FileNotFoundError, ValueError):
-        memo = {}
+    memo = _read_memo(memo_path, root)
     rels = [os.path.relpath(Path(f).resolve(), root) for f in files]
     sigs = [_signature(os.stat(f)) for f in files]
     todo = [i for i, (rel, sig) in enumerate(zip(rels, sigs, strict=True))
-            if not (isinstance(memo.get(rel), list) and memo[rel][:-1] == sig)]
+            if _VERIFY or not (isinstance(memo.get(rel), list) and memo[rel][:-1] == sig)]
     if todo:
         seen = {i: _SEEN.get((str(root / rels[i]), tuple(sigs[i]))) for i in todo}
         fresh = [i for i in todo if seen[i] is None]
         with ThreadPoolExecutor(max_workers=max(1, min(workers, len(fresh) or 1))) as pool:
             digests = dict(zip(fresh, pool.map(file_digest, [files[i] for i in fresh]),
                                strict=True))
+        wrong = [rels[i] for i in fresh if memo.get(rels[i], [None])[:-1] == sigs[i]
+                 and memo[rels[i]][-1] != digests[i]]
+        if wrong:
+            log.warning("content-hash memo %s: %d files (%s) changed without a new stat "
+                        "signature; hashed again and corrected", memo_path, len(wrong),
+                        ", ".join(wrong[:3]))
+        changed = False
         for i in todo:
             digest = seen[i] or digests[i]
+            changed |= memo.get(rels[i]) != [*sigs[i], digest]
             memo[rels[i]] = [*sigs[i], digest]
             _SEEN[(str(root / rels[i]), tuple(sigs[i]))] = digest
         try:
-            write_text_atomic(memo_path, json.dumps(memo))
+            if changed or not memo_path.exists():
+                write_text_checked(memo_path, json.dumps({"root": str(root), "files": memo}))
         except OSError as err:
             log.debug("content-hash memo %s not written: %s", memo_path, err)
     return [[rel, memo[rel][-1]] for rel in rels]

@@ -39,7 +39,22 @@ def check_cache_dir(path: str | os.PathLike, key: str = "paths.cache_dir") -> Pa
     except OSError as err:
         raise PermissionError(f"{key}={str(path)!r} is not a writable folder ({err.strerror}): "
                               f"set {key} to a folder this user may write") from err
+    with os.scandir(path) as entries:  # the kinds: activations, images, ...
+        for entry in entries:
+            if entry.is_symlink():
+                raise symlink_error(path, Path(entry.path), key)
     return path
+
+
+def symlink_error(root: Path, link: Path, key: str = "paths.cache_dir") -> OSError:
+    """The error for a symbolic link inside the cache folder ``root``: refused, since the
+    cache writes, moves aside and removes files only inside ``root`` (``root`` itself may be
+    a link)."""
+    return NotADirectoryError(
+        f"{link} inside the cache folder {key}={str(root)!r} is a symbolic link to "
+        f"{os.readlink(link)!r}: the cache refuses links inside it (it would write, move "
+        "aside and remove files through them). Replace the link by the folder it points to, "
+        f"or point {key} itself at the other disk")
 
 
 def _dead_writer(name: str) -> bool:
@@ -52,10 +67,14 @@ def _dead_writer(name: str) -> bool:
 
 def clean_debris(root: str | os.PathLike, stale_after: float = 600.0) -> dict[str, int]:
     """Remove killed writers' temporary files and stale claims under ``root``; returns
-    ``{"temporary": n, "claims": m}`` removed (logged when any)."""
+    ``{"temporary": n, "claims": m}`` removed (logged when any). A symbolic link to a folder
+    anywhere under ``root`` is an error (:func:`symlink_error`)."""
     removed = {"temporary": 0, "claims": 0}
     now = time.time()
-    for folder, _dirs, files in os.walk(root):
+    for folder, dirs, files in os.walk(root):
+        for name in dirs:
+            if os.path.islink(os.path.join(folder, name)):
+                raise symlink_error(Path(root), Path(folder) / name)
         for name in files:
             path = Path(folder) / name
             if name.startswith(".") and name.endswith(".tmp"):

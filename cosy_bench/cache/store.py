@@ -11,6 +11,7 @@ checksum and :class:`Cache` reads only what verifies (:mod:`cosy_bench.cache.che
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -23,12 +24,14 @@ import torch
 from safetensors.torch import save_file
 
 from cosy_bench.cache.checked import (
+    artefact_key,
     encode_text,
     load_tensors_checked,
     read_text_checked,
     with_digest,
 )
 from cosy_bench.cache.claims import wait_for_file, writer_tag
+from cosy_bench.cache.faults import fault_point, no_space_error
 from cosy_bench.distributed.ranks import agreed, is_distributed, is_rank_zero
 
 
@@ -49,17 +52,35 @@ def _umask() -> int:
     return mask
 
 
+def _reraise(err: OSError, path: Path, need: int | None):
+    better = no_space_error(err, path, need)
+    if better is err:
+        raise err
+    raise better from err
+
+
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; move it into place only if the block succeeds."""
+def atomic_path(path: str | os.PathLike, need: int | None = None) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; move it into place only if the block succeeds.
+
+    A full disk (``ENOSPC``, ``EDQUOT``) raises an OSError naming the folder, the file and
+    ``need`` (bytes the file takes, where known) against the space left."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{writer_tag()}.",
-                               suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{writer_tag()}.",
+                                   suffix=".tmp")
+    except OSError as err:
+        _reraise(err, path, need)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
-        yield tmp_path
+        fault_point("opened")
+        try:
+            yield tmp_path
+        except OSError as err:
+            _reraise(err, path, need)
+        fault_point("written")
         # mkstemp makes the file owner-only (0600): give it the mode a plain open() would
         # (0666 less the umask), so a group sharing a cache or an output folder can read it
         os.chmod(tmp_path, 0o666 & ~_umask())
@@ -70,22 +91,27 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
+    data = text.encode("utf-8")
+    with atomic_path(path, len(data)) as tmp:
+        tmp.write_bytes(data)
 
 
 def save_tensors_atomic(path: str | os.PathLike, tensors: dict[str, torch.Tensor],
                         metadata: dict[str, str] | None = None) -> None:
-    """Write ``tensors`` atomically with their checksum in the metadata (``cache.checked``)."""
-    with atomic_path(path) as tmp:
+    """Write ``tensors`` atomically with their checksum and key (:func:`artefact_key` of
+    ``path``) in the metadata (``cache.checked``)."""
+    need = sum(t.numel() * t.element_size() for t in tensors.values())
+    with atomic_path(path, need) as tmp:
         save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp),
-                  metadata=with_digest(tensors, metadata))
+                  metadata=with_digest(tensors, metadata, artefact_key(path)))
 
 
 def write_text_checked(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` atomically behind a checksum line; read it with ``Cache.read_text``."""
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(encode_text(text))
+    """Write ``text`` atomically behind a checksum line holding its key
+    (:func:`artefact_key` of ``path``); read it with ``Cache.read_text``."""
+    data = encode_text(text, artefact_key(path))
+    with atomic_path(path, len(data)) as tmp:
+        tmp.write_bytes(data)
 
 
 def download_text(url: str, target: Path, what: str, hint: str, timeout: float = 60) -> Path:
@@ -114,13 +140,16 @@ class Cache:
     def path(self, kind: str, key: str, suffix: str = "") -> Path:
         return self.root / kind / f"{key}{suffix}"
 
-    def load_tensors(self, path: Path) -> dict[str, torch.Tensor] | None:
-        """The verified tensors of ``path``; None if missing or corrupt (moved aside)."""
-        return load_tensors_checked(path)
+    def load_tensors(self, path: Path, check=None) -> dict[str, torch.Tensor] | None:
+        """The verified tensors of ``path`` (checksum, key, ``check`` of their structure:
+        raises ValueError, KeyError, ... where the reader cannot use them); None if missing
+        or damaged (moved aside)."""
+        return load_tensors_checked(path, check=check)
 
-    def read_text(self, path: Path) -> str | None:
-        """The verified text of ``path``; None if missing or corrupt (moved aside)."""
-        return read_text_checked(path)
+    def read_text(self, path: Path, check=None) -> str | None:
+        """The verified text of ``path`` (checksum, key, ``check``); None if missing or
+        damaged (moved aside)."""
+        return read_text_checked(path, check=check)
 
 
 class RankAgreedCache(Cache):
@@ -133,11 +162,11 @@ class RankAgreedCache(Cache):
     do: every rank runs the same pipeline). In a single process it is a plain Cache.
     """
 
-    def load_tensors(self, path: Path) -> dict[str, torch.Tensor] | None:
-        return self._agreed_read(path, load_tensors_checked)
+    def load_tensors(self, path: Path, check=None) -> dict[str, torch.Tensor] | None:
+        return self._agreed_read(path, functools.partial(load_tensors_checked, check=check))
 
-    def read_text(self, path: Path) -> str | None:
-        return self._agreed_read(path, read_text_checked)
+    def read_text(self, path: Path, check=None) -> str | None:
+        return self._agreed_read(path, functools.partial(read_text_checked, check=check))
 
     @staticmethod
     def _agreed_read(path: Path, read):

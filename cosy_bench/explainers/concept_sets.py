@@ -20,12 +20,24 @@ BRODEN_URL = ("https://raw.githubusercontent.com/Trustworthy-ML-Lab/CLIP-dissect
               "broden_labels_clean.txt")
 
 
+def read_lines(path: Path, key: str) -> list[str]:
+    """The stripped lines of the UTF-8 text file ``path``; a file in another encoding (Latin-1,
+    UTF-16, ...) is a ValueError naming the file, the config ``key`` and the fix."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{key}: {path} is not UTF-8 text (byte {err.object[err.start:err.end]!r} "
+                         f"at offset {err.start}; Latin-1 or another encoding?): save it as "
+                         "UTF-8, e.g. `iconv -f latin1 -t utf-8 OLD > NEW`") from None
+    return [ln.strip() for ln in text.splitlines()]
+
+
 def text_file(path: str) -> list[str]:
     """One concept per line (blank lines and duplicates dropped, order kept)."""
     p = Path(path).expanduser()
     if not p.exists():
         raise FileNotFoundError(f"concept file not found: {path} (explainer.concepts.path)")
-    names = [ln.strip() for ln in p.read_text(encoding="utf-8").splitlines()]
+    names = read_lines(p, "explainer.concepts.path")
     names = list(dict.fromkeys(n for n in names if n))
     if not names:
         raise ValueError(f"concept file {path} is empty")
@@ -106,8 +118,7 @@ def load_concept_set(spec, ctx) -> list[str]:
         path = Path(spec).expanduser()
         if not path.exists():
             raise FileNotFoundError(f"concept file not found: {spec} (explainer.concepts)")
-        names = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines()]
-        names = [n for n in names if n]
+        names = [n for n in read_lines(path, "explainer.concepts") if n]
     else:
         names = [str(n) for n in spec]
     if not names:

@@ -167,5 +167,18 @@ def collect_activations(extractor: LayerExtractor, dataset: Dataset, transform, 
     local = merge_by_index(outputs)
     merged = merge_by_index(gather_objects(local))
     if merged is None:
-        raise ValueError("no image of the dataset could be read")
+        raise ValueError(unreadable_message(dataset))
     return merged
+
+
+def unreadable_message(dataset) -> str:
+    """Why a dataset of which no image could be read fails: its folder and the fix."""
+    root = getattr(dataset, "root", None)
+    files = getattr(dataset, "files", None)
+    name = getattr(dataset, "name", type(dataset).__name__)
+    where = f"the folder {root}" if root is not None else f"dataset {name!r}"
+    if files:
+        where += f" ({len(files)} files, e.g. {files[0]})"
+    return (f"no image of {where} could be read: it must hold images Pillow can open (PNG, "
+            "JPEG, ...) that this user may read; convert or replace the files, or set "
+            "dataset.root (probe.root for a probe set) to a folder of readable images")

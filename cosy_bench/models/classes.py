@@ -42,7 +42,13 @@ def from_file(path: str) -> list[str]:
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"class-name file not found: {path} (model.class_names.path)")
-    return [ln.strip() for ln in p.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"model.class_names.path: {path} is not UTF-8 text (byte "
+                         f"{err.object[err.start:err.end]!r} at offset {err.start}): save it "
+                         "as UTF-8, e.g. `iconv -f latin1 -t utf-8 OLD > NEW`") from None
+    return [ln.strip() for ln in text.splitlines() if ln.strip()]
 
 
 def attribute(ref: str) -> list[str]:

@@ -154,6 +154,12 @@ def _file_hash(path: Path, length: int = 16) -> str:
     return digest.hexdigest()[:length]
 
 
+def _check_expanded(tensors: dict[str, Tensor]) -> None:
+    """An expanded checkpoint holds the full embedding, not the compact file's rows."""
+    if _EMBEDDING_KEY not in tensors or _ROWS_KEY in tensors:
+        raise ValueError(f"not an expanded toy-CLIP checkpoint (no {_EMBEDDING_KEY!r})")
+
+
 def materialise_checkpoint(weights: str | os.PathLike | None = None,
                            cache_dir: str | os.PathLike | None = None) -> Path:
     """Expand a compact file into a full open_clip checkpoint in the cache (once).
@@ -176,7 +182,7 @@ def materialise_checkpoint(weights: str | os.PathLike | None = None,
                                 "`python -m cosy_bench.toyworld.training.clip`")
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     target = root / "toy_clip" / f"{TOY_CLIP_NAME}-{_file_hash(weights)}.safetensors"
-    if load_tensors_checked(target) is None:  # missing, or moved aside: it did not verify
+    if load_tensors_checked(target, check=_check_expanded) is None:  # missing or moved aside
         save_tensors_atomic(target, expand_compact(weights))
     return target
 

@@ -153,14 +153,29 @@ def load_toy_cnn(weights: str | Path | None = "toy_cnn", seed: int = 0) -> ToyCN
             else f"toy CNN weights not found at {path}. Train a model with:\n"
             f"  python -m cosy_bench.toyworld.training.cnn --seed 0 --steps 2400 --out {path}"
         )
+    from safetensors import safe_open
     from safetensors.torch import load_file
 
     try:
         state = load_file(str(path))
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
     except Exception as err:  # SafetensorError names no file
         raise ValueError(f"toy CNN weights {path} are damaged or not a safetensors file "
                          f"({err}); set model.weights to an intact file") from err
     model = ToyCNN()
     reference = model.state_dict()
+    if str(meta.get("format", "")).startswith("cosy_bench.toy_clip"):
+        raise ValueError(f"model.weights={str(weights)!r} is the toy CLIP's weights file, not "
+                         "a toy CNN's: set model.weights to a file written by save_toy_cnn "
+                         "(default: toy_cnn, the shipped one); the toy CLIP is the clip "
+                         "group's (clip=toyworld, clip.weights=...)")
+    missing, unexpected = sorted(set(reference) - set(state)), sorted(set(state) - set(reference))
+    wrong = [k for k in set(reference) & set(state) if state[k].shape != reference[k].shape]
+    if missing or unexpected or wrong:
+        raise ValueError(f"model.weights={str(weights)!r} ({path}) holds no toy CNN state dict "
+                         f"(missing {missing[:3]}, unexpected {unexpected[:3]}, other shapes "
+                         f"{sorted(wrong)[:3]}): set model.weights to a file written by "
+                         "save_toy_cnn (default: toy_cnn, the shipped one)")
     model.load_state_dict({k: v.to(reference[k].dtype) for k, v in state.items()})
     return model.eval()

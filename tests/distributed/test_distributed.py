@@ -540,8 +540,12 @@ def test_submitit_local_sweep_jobs_started_together_compute_control_activations_
     neither reads a half-written one."""
     cache, sweep = tmp_path / "cache", tmp_path / "sweep"
     target = _control_key_path(compose, cache, *TOY, "layer=output")
-    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
     lock_path(target).parent.mkdir(parents=True)
+    # a live holder beats (touches its claim) until it crashes
+    holder = subprocess.Popen([sys.executable, "-c", "import os, sys, time\n"
+                               "while True:\n    os.utime(sys.argv[1]) if os.path.exists("
+                               "sys.argv[1]) else None\n    time.sleep(1)",
+                               str(lock_path(target))])
     lock_path(target).write_text(json.dumps({"pid": holder.pid, "host": socket.gethostname(),
                                              "time": time.time(), "token": "holder"}))
     proc = subprocess.Popen(

@@ -31,6 +31,15 @@ from cosy_bench.explainers.clip_dissect.similarities import ALIASES, SIMILARITIE
 log = logging.getLogger("cosy_bench")
 
 
+def _check_images(tensors: dict[str, torch.Tensor]) -> None:
+    """A cached CLIP image-embedding file: embeddings float [N, D] and their indices int [N]."""
+    from cosy_bench.cache.structure import expect_equal, expect_tensors
+
+    expect_tensors(tensors, {"embeddings": (2, "float"), "index": (1, "int")})
+    expect_equal("the number of indices", tensors["index"].shape[0],
+                 tensors["embeddings"].shape[0])
+
+
 def label_neurons(sim: torch.Tensor, concepts: Sequence[str]) -> list[dict]:
     """Best concept per neuron.
 
@@ -95,6 +104,7 @@ class ClipDissectExplainer(Explainer):
     def explain(self, ctx) -> Explanations:
         from cosy_bench.cache.fingerprint import module_fingerprint
         from cosy_bench.cache.store import save_tensors_atomic, stable_hash
+        from cosy_bench.cache.structure import expect_tensors
         from cosy_bench.explainers.concept_sets import resolve
         from cosy_bench.loops.activations import collect_activations
         from cosy_bench.models.clip import ImageEncoder, encode_texts
@@ -113,7 +123,7 @@ class ClipDissectExplainer(Explainer):
         img_path = ctx.cache.path("clip_images", stable_hash({**clip_key,
                                                               **ctx.dataset_key(probe)}),
                                   ".safetensors")
-        cached = ctx.cache.load_tensors(img_path)
+        cached = ctx.cache.load_tensors(img_path, check=_check_images)
         if cached is None:
             encoder = LayerExtractor(ImageEncoder(clip_model), LayerSpec("clip", None, "identity"))
             emb, index = collect_activations(encoder, probe, preprocess,
@@ -125,7 +135,9 @@ class ClipDissectExplainer(Explainer):
             emb, index = cached["embeddings"], cached["index"]
         txt_path = ctx.cache.path("clip_texts", stable_hash({**clip_key, "concepts": concepts}),
                                   ".safetensors")
-        cached = ctx.cache.load_tensors(txt_path)
+        cached = ctx.cache.load_tensors(
+            txt_path, check=lambda t: expect_tensors(t, {"embeddings": (2, "float")},
+                                                     {"embeddings": (len(concepts), None)}))
         if cached is None:
             text = encode_texts(clip_model, tokenizer, concepts)
             save_tensors_atomic(txt_path, {"embeddings": text})

@@ -49,7 +49,7 @@ class MissingInputsError(UserInputError):
 
     def __init__(self, missing: list[Missing]):
         self.missing = missing
-        lines = [f"{len(missing)} input(s) of this run are missing (nothing was computed):"]
+        lines = [f"{len(missing)} input(s) of this run are missing or wrong (nothing was computed):"]
         lines += [f"  - {m}" for m in missing]
         if any(m.offline for m in missing):
             lines.append(f"  ({OFFLINE})")
@@ -293,9 +293,13 @@ def missing_inputs(cfg: DictConfig, nodes: tuple[str, ...] = RUN_NODES) -> list[
 
 
 def check_inputs(cfg: DictConfig) -> None:
-    """Raise :class:`MissingInputsError` when an input of the run is missing."""
+    """Raise :class:`MissingInputsError` when an input of the run is missing or wrong (also
+    the layer, ``neurons.ids`` and the control set's size: ``cosy_bench/app/shapes.py``)."""
     if not cfg.get("check_inputs", True):
         return
+    from cosy_bench.app.shapes import shape_problems  # imports this module
+
     missing = missing_inputs(cfg)
+    missing += [m for m in shape_problems(cfg) if m not in missing]
     if missing:
         raise MissingInputsError(missing)

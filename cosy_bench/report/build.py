@@ -103,6 +103,6 @@ def build_report(root: str | Path, out: str | Path | None = None, resamples: int
 
     index = out / "index.html"
     write_text_atomic(index, page(f"CoSy report: {root}", "".join(body)))
-    log.info("report: %d runs -> %s in %.1f s", len(runs.statuses), index,
+    log.debug("report: %d runs -> %s in %.1f s", len(runs.statuses), index,
              time.perf_counter() - start)
     return index

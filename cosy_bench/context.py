@@ -163,7 +163,7 @@ class RunContext:
                                            self.cache.load_tensors,
                                            what=f"sorted {what} activations")
         if not sorted_now:
-            log.info("%s activations: cache hit (%s, sorted, %d images)", what, dataset.name,
+            log.debug("%s activations: cache hit (%s, sorted, %d images)", what, dataset.name,
                      tensors["values"].shape[1])
         self.stats[flag] = computed
         self.stats[f"{what}_skipped"] = int(tensors["skipped"].item())

@@ -42,6 +42,7 @@ def main(cfg: DictConfig) -> float | None:
         # every missing or wrong input (weights, IMAGENET_VAL_DIR, the layer, neurons.ids,
         # the control set's size...) in one message, before any model is built
         check_inputs(cfg)
+        logger = instantiate(cfg.logger)  # now: logger=auto says at start whether it logs
         # trainer=ddp/ddp_cpu: start or join the other ranks; each runs the whole task
         with session(cfg.trainer, output_dir) as ranks:
             result = instantiate(cfg.task)(cfg, output_dir)
@@ -51,7 +52,7 @@ def main(cfg: DictConfig) -> float | None:
     if not isinstance(result, RunRecord) or not ranks.is_rank_zero:
         return None
     group = sweep_group(hc.sweep.dir) if hc.mode == RunMode.MULTIRUN else None
-    instantiate(cfg.logger).log_run(cfg, result, output_dir, group=group)
+    logger.log_run(cfg, result, output_dir, group=group)
     announce_results(result.table(), output_dir)  # the last line: where the results are
     auc = result.summary.get("auc")
     return auc["mean"] if isinstance(auc, dict) else None

@@ -9,7 +9,7 @@ counted (a folder is listed, no image is read; a generated set's ``n`` is read f
 config): CoSy's MAD divides by the control's standard deviation, so it needs at least 2
 images, every other score 1. Every dataset (``dataset=...``), not only the toy one.
 
-Each problem is one :class:`~cosy_bench.app.inputs.Missing` (what is wrong and the fix);
+Each problem is one :class:`~cosy_bench.app.problems.Missing` (what is wrong and the fix);
 :func:`cosy_bench.app.inputs.check_inputs` reports them with the missing inputs. A model
 whose architecture cannot be built on the meta device (a torch.hub repository not in its
 cache, a loader that reads weights anyway) is not checked here: the run reports it.
@@ -25,7 +25,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from cosy_bench.app.inputs import Missing
+from cosy_bench.app.problems import Missing
 
 log = logging.getLogger("cosy_bench")
 

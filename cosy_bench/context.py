@@ -63,8 +63,9 @@ class RunContext:
         return instantiate(self.cfg.trainer, enable_progress_bar=False,
                            callbacks=list(callbacks or []))
 
-    #: activations this run computed or read, by cache path: read again without a second
-    #: load (and without a "cache hit" line right after computing them)
+    #: the control activations this run computed or read, by cache path: sorted without a
+    #: second load (and without a "cache hit" line right after computing them); dropped
+    #: once sorted (probe activations are not kept)
     _held: dict = field(default_factory=dict, init=False, repr=False)
 
     #: content fingerprint of the loaded weights (:func:`module_fingerprint`), made once
@@ -102,7 +103,8 @@ class RunContext:
                 else tensors["activations"]
         cached = self.cache.load_tensors(path)
         if cached is not None:
-            self._held[path] = cached
+            if what == "control":
+                self._held[path] = cached
             log.info("%s activations: cache hit (%s, %d images)", what, dataset.name,
                      cached["activations"].shape[0])
             self.stats[f"{what}_activations_computed"] = False
@@ -127,7 +129,8 @@ class RunContext:
                                          self.cache.load_tensors, what=f"{what} activations")
         self.stats[f"{what}_activations_computed"] = computed
         self.stats[f"{what}_skipped"] = int(tensors["skipped"].item())
-        self._held[path] = tensors
+        if what == "control":
+            self._held[path] = tensors
         acts, index = tensors["activations"], tensors["index"]
         return (acts, index) if with_index else acts
 
@@ -162,6 +165,7 @@ class RunContext:
         tensors, sorted_now = compute_once(path, compute, save_tensors_atomic,
                                            self.cache.load_tensors,
                                            what=f"sorted {what} activations")
+        self._held.pop(source, None)  # sorted: the memo's work is done, free it
         if not sorted_now:
             log.debug("%s activations: cache hit (%s, sorted, %d images)", what, dataset.name,
                      tensors["values"].shape[1])

@@ -57,14 +57,18 @@ class StageBar(Callback):
         if self._progress is not None or not self.enabled:
             return
         total = self._total() if callable(self._total) else self._total
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
+        try:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+        except ImportError:  # rich is optional: no bar then (the log lines still count)
+            self.enabled = False
+            return
 
         self._progress = Progress(TextColumn("{task.description}"), BarColumn(),
                                   MofNCompleteColumn(), TextColumn(self.unit),
@@ -74,10 +78,9 @@ class StageBar(Callback):
 
     def advance(self, k: int = 1) -> None:
         self.done += k
-        if not self.enabled:
-            return
         self._open()
-        self._progress.advance(self._task, k)
+        if self._progress is not None:
+            self._progress.advance(self._task, k)
 
     def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx,
                              dataloader_idx: int = 0) -> None:

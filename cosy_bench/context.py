@@ -51,6 +51,24 @@ class RunContext:
             return instantiate(self.cfg.trainer, callbacks=[progress_bar(name)])
         return instantiate(self.cfg.trainer)
 
+    def stage_bar(self, name: str, unit: str, total, per_batch: bool = False):
+        """One progress bar for a stage of several predict loops (:class:`StageBar`), shown
+        on rank 0 when the trainer config shows bars."""
+        from cosy_bench.loops.progress import StageBar
+
+        enabled = bool(self.cfg.trainer.get("enable_progress_bar", True)) and is_rank_zero()
+        return StageBar(name, unit, total, enabled=enabled, per_batch=per_batch)
+
+    def quiet_trainer(self, callbacks: list | None = None):
+        """The run's trainer without a bar of its own (a :class:`StageBar` counts the stage)."""
+        return instantiate(self.cfg.trainer, enable_progress_bar=False,
+                           callbacks=list(callbacks or []))
+
+    #: the control activations this run computed or read, by cache path: sorted without a
+    #: second load (and without a "cache hit" line right after computing them); dropped
+    #: once sorted (probe activations are not kept)
+    _held: dict = field(default_factory=dict, init=False, repr=False)
+
     #: content fingerprint of the loaded weights (:func:`module_fingerprint`), made once
     _weights_digest: str | None = field(default=None, init=False, repr=False)
 
@@ -98,8 +116,14 @@ class RunContext:
         """Activations [N', K] of the layer on the N' readable images of ``dataset``, cached by
         (model, layer, dataset); with ``with_index`` also their dataset indices [N']."""
         path = self.activations_path(dataset)
+        if path in self._held:  # this run has them already (computed or read)
+            tensors = self._held[path]
+            return (tensors["activations"], tensors["index"]) if with_index \
+                else tensors["activations"]
         cached = self.cache.load_tensors(path, check=self._check_activations)
         if cached is not None:
+            if what == "control":
+                self._held[path] = cached
             log.info("%s activations: cache hit (%s, %d images)", what, dataset.name,
                      cached["activations"].shape[0])
             self.stats[f"{what}_activations_computed"] = False
@@ -126,6 +150,8 @@ class RunContext:
             what=f"{what} activations")
         self.stats[f"{what}_activations_computed"] = computed
         self.stats[f"{what}_skipped"] = int(tensors["skipped"].item())
+        if what == "control":
+            self._held[path] = tensors
         acts, index = tensors["activations"], tensors["index"]
         return (acts, index) if with_index else acts
 
@@ -161,8 +187,9 @@ class RunContext:
             path, compute, save_tensors_atomic,
             lambda p: self.cache.load_tensors(p, check=self._check_sorted),
             what=f"sorted {what} activations")
+        self._held.pop(source, None)  # sorted: the memo's work is done, free it
         if not sorted_now:
-            log.info("%s activations: cache hit (%s, sorted, %d images)", what, dataset.name,
+            log.debug("%s activations: cache hit (%s, sorted, %d images)", what, dataset.name,
                      tensors["values"].shape[1])
         self.stats[flag] = computed
         self.stats[f"{what}_skipped"] = int(tensors["skipped"].item())

@@ -78,17 +78,27 @@ def score_names(rows: list[dict]) -> set[str]:
             and not k.endswith("_ci")}
 
 
+def number(value: float, spec: str = ".2f") -> str:
+    """``format(value, spec)`` without a negative zero: -0.0001 -> ``0.00``, not ``-0.00``
+    (``+.3f``: ``+0.000`` -> ``0.000``)."""
+    text = format(value, spec)
+    if text.lstrip("+-").strip("0.") == "" and any(c.isdigit() for c in text):
+        return text.lstrip("+-")
+    return text
+
+
 def fmt(value) -> str:
     if isinstance(value, tuple):
         a, b = value
-        return "-" if a is None else f"{a:.2f} ± {b:.2f}"
+        return "-" if a is None else f"{number(a)} ± {number(b)}"
     if isinstance(value, float):
-        return f"{value:.2f}"
+        return number(value)
     return "-" if value is None else str(value)
 
 
 def fmt_ci(value) -> str:
-    return "-" if not value or value[0] is None else f"[{value[0]:.2f}, {value[1]:.2f}]"
+    return "-" if not value or value[0] is None else \
+        f"[{number(value[0])}, {number(value[1])}]"
 
 
 def columns(rows: list[dict], scorers: tuple[str, ...] = ("auc", "mad")) -> list[str]:

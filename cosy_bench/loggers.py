@@ -150,8 +150,9 @@ class WandbLogger:
                 for it in its[: self.images_per_concept]:
                     if Path(it.path).exists():
                         images.append(wandb.Image(it.path, caption=f"{concept} #{it.index}"))
-            if images:
-                logged["images"] = images
+            if images:  # W&B keeps at most MAX_ITEMS of a list (and warns per list)
+                most = getattr(wandb.Image, "MAX_ITEMS", len(images))
+                logged["images"] = images[:most]
             run.log(logged)
             return run
         finally:
@@ -159,9 +160,16 @@ class WandbLogger:
 
 
 def auto_logger(**wandb_kwargs):
-    """W&B where a key is set (or ``WANDB_MODE=offline``), else nothing remote."""
-    if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_MODE") in ("offline", "dryrun"):
+    """``logger=auto``: W&B where ``WANDB_API_KEY`` is set (said at the run's start), else
+    nothing remote. ``WANDB_MODE=offline`` alone does not switch logging on (it is a mode
+    of W&B, not a choice to log; ``logger=wandb`` logs offline with it): said at start."""
+    if os.environ.get("WANDB_API_KEY"):
+        log.info("W&B logging on: logger=auto and WANDB_API_KEY is set (logger=none: off)")
         return WandbLogger(**wandb_kwargs)
+    if os.environ.get("WANDB_MODE") in ("offline", "dryrun"):
+        log.info("W&B logging off: WANDB_MODE=%s is set, but logger=auto logs only with "
+                 "WANDB_API_KEY; logger=wandb logs this run offline",
+                 os.environ["WANDB_MODE"])
     return NoLogger()
 
 
@@ -218,9 +226,12 @@ def log_summary_run(report_dir: str | Path, root: str | Path | None = None,
 
 
 def _value(text: str):
-    """A leaderboard.csv cell typed: numbers as float, empty as None."""
+    """A leaderboard.csv cell typed: integers (``n``) as int, other numbers as float,
+    empty as None."""
     if text == "":
         return None
+    if text.lstrip("-").isdigit():  # counts (n) stay integers
+        return int(text)
     try:
         return float(text)
     except ValueError:

@@ -64,11 +64,13 @@ def synthesise(ctx: RunContext, generator: Generator, items: dict[str, list[Work
     """Generate the missing images of ``items``, concept by concept under claims, so that jobs
     sharing the cache split the concepts. Returns how many images this job generated."""
     generated = 0
-    trainer = ctx.trainer("synthesis")
     all_items = [it for its in items.values() for it in its]
     missing = pending(all_items) if is_rank_zero() else []  # verified; damaged moved aside
     log.info("synthesis: %d images needed, %d cached, %d to generate", len(all_items),
              len(all_items) - len(missing), len(missing))
+    # one bar for the stage (images), not one per claimed share of concepts
+    bar = ctx.stage_bar("synthesis", "images", len(missing), per_batch=True)
+    trainer = ctx.quiet_trainer([bar])
     unchecked = {it.concept for it in missing}
     seen: set[str] = set()
 
@@ -83,9 +85,10 @@ def synthesise(ctx: RunContext, generator: Generator, items: dict[str, list[Work
         generated += synthesize(generator, [it for c in concepts for it in items[c]], trainer,
                                 batch_size=ctx.cfg.generator_batch_size)
 
-    split_work(list(items), done, work,
-               path_of=lambda c: Path(items[c][0].path).parent,
-               chunk=_share(ctx.cfg.n_images), what="synthesis")
+    with bar:
+        split_work(list(items), done, work,
+                   path_of=lambda c: Path(items[c][0].path).parent,
+                   chunk=_share(ctx.cfg.n_images), what="synthesis")
     return generated
 
 
@@ -95,7 +98,17 @@ def concept_activations(ctx: RunContext, generator: Generator, items: dict[str, 
     concept computed by one of the jobs sharing the cache, under a claim)."""
     paths = {concept: _concept_path(ctx, generator, its) for concept, its in items.items()}
     out: dict[str, torch.Tensor] = {}
-    trainer = ctx.trainer("concept activations")
+    trainer = ctx.quiet_trainer()
+    first_look: dict[str, bool] = {}  # the concepts to compute, as split_work first saw them
+
+    def cached(concept: str) -> bool:
+        ok = load_tensors_checked(paths[concept], check=check(concept)) is not None
+        first_look.setdefault(concept, ok)
+        return ok
+
+    # one bar for the stage (one set of activations per explanation), one line
+    bar = ctx.stage_bar("concept activations", "sets",
+                        lambda: sum(not ok for ok in first_look.values()))
 
     def check(concept: str):  # activations float [M, K] of the concept's M images
         return lambda t: expect_tensors(t, {"activations": (2, "float")},
@@ -105,7 +118,9 @@ def concept_activations(ctx: RunContext, generator: Generator, items: dict[str, 
     def work(concepts: list[str]) -> None:
         # one pass per concept: its batches never depend on which concepts share the claim,
         # so a concept's activations are the same bytes whichever job or rerun makes them
-        log.info("concept activations: computing %d sets", len(concepts))
+        if not bar.done and is_rank_zero():
+            log.info("concept activations: computing %d sets",
+                     sum(not ok for ok in first_look.values()))
         for c in concepts:
             files = [Path(it.path) for it in items[c]]
             acts, index = collect_activations(ctx.extractor, ImageFiles(files),
@@ -120,11 +135,11 @@ def concept_activations(ctx: RunContext, generator: Generator, items: dict[str, 
             out[c] = acts
             if is_rank_zero():
                 save_tensors_atomic(paths[c], {"activations": acts})
+            bar.advance(1)
 
-    computed = split_work(list(items),
-                          lambda c: load_tensors_checked(paths[c], check=check(c)) is not None,
-                          work, path_of=paths.__getitem__, chunk=_share(ctx.cfg.n_images),
-                          what="concept activations")
+    with bar:
+        computed = split_work(list(items), cached, work, path_of=paths.__getitem__,
+                              chunk=_share(ctx.cfg.n_images), what="concept activations")
     ctx.stats["concept_activation_sets_computed"] = computed
     for concept in items:
         if concept not in out:

@@ -3,8 +3,10 @@ ends with the list of the failed ones and why.
 
 - :func:`record_failure` (called by ``cosy_bench/run.py`` around the task, in the job's own
   process, whatever the launcher): the message and traceback go to the job's ``run.log``
-  and to ``error.txt`` beside it; the console gets the message (the traceback too, unless
-  the error is a :class:`UserInputError`: a missing input, whose message says the fix).
+  and to ``error.txt`` beside it; the console gets the message once: from Hydra in a
+  single run (without a traceback when the error is a :class:`UserInputError`: a missing
+  or wrong input, whose message says the fix; ``HYDRA_FULL_ERROR=1`` shows it), from the
+  list of failed jobs in a sweep.
 - :class:`FailureListingSweeper` (``hydra.sweeper``, through
   ``hydra_plugins/cosy_bench_plugins``): Hydra's basic sweeper, except that a failed job
   does not hide the others' outcome: after all jobs it prints the failed jobs (number,
@@ -16,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,11 +50,9 @@ def record_failure(output_dir: str | Path, exc: BaseException) -> Path:
     message = f"{type(exc).__name__}: {exc}"
     path = Path(output_dir) / ERROR_FILE
     write_text_atomic(path, f"{message}\n\n{tb}")
-    if isinstance(exc, UserInputError):
-        log.error("run failed: %s (traceback in %s)", message, path)
-        to_log_files(f"traceback:\n{tb}", logging.ERROR)
-    else:
-        log.error("run failed (also in %s)", path, exc_info=exc)
+    # the log files only: the console gets the message once, from Hydra (a single run) or
+    # from the sweep's list of failed jobs (FailureListingSweeper)
+    to_log_files(f"run failed: {message} (also in {path})\ntraceback:\n{tb}", logging.ERROR)
     return path
 
 
@@ -73,19 +73,63 @@ def failure_report(failed: Sequence[tuple[int, JobReturn]], total: int) -> str:
     return "\n".join(lines)
 
 
+class _QuietLaunches(logging.Filter):
+    """Drops Hydra's basic launcher's ``Launching 1 jobs locally`` / ``#3 : ...`` lines: the
+    sweep's own progress names each job."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = str(record.msg)
+        return not (msg.startswith("Launching ") or msg.lstrip().startswith("#"))
+
+
 class _CollectingLauncher:
     """Wraps a launcher: records failed jobs and hands them on as done, so that the sweeper
-    goes on with every batch (Hydra's own raises at the first failure)."""
+    goes on with every batch (Hydra's own raises at the first failure), and reports each
+    job's progress (:class:`~cosy_bench.app.progress.SweepProgress`). Hydra's sequential
+    basic launcher is handed one job at a time, so that progress shows between jobs; other
+    launchers (submitit: jobs in parallel) get their batches whole."""
 
-    def __init__(self, launcher, failed: list[tuple[int, JobReturn]], counter: list[int]):
+    def __init__(self, launcher, failed: list[tuple[int, JobReturn]], counter: list[int],
+                 total: Callable[[], int], sweep_dir: str = "?"):
         self._launcher, self._failed, self._counter = launcher, failed, counter
+        self._total, self._sweep_dir, self.progress = total, sweep_dir, None
+
+    def _one_at_a_time(self) -> bool:
+        from hydra._internal.core_plugins.basic_launcher import BasicLauncher
+
+        return isinstance(self._launcher, BasicLauncher)
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int):
+        from cosy_bench.app.progress import SweepProgress
+
+        if self.progress is None:
+            self.progress = SweepProgress(self._total())
+            log.info("sweep of %d jobs in %s", self.progress.total, self._sweep_dir)
+        if self._one_at_a_time():
+            quiet = _QuietLaunches()
+            hydra_log = logging.getLogger("hydra._internal.core_plugins.basic_launcher")
+            hydra_log.addFilter(quiet)
+            try:
+                results = []
+                for i, overrides in enumerate(job_overrides):
+                    self.progress.started(initial_job_idx + i, list(overrides))
+                    results += self._collect([overrides], initial_job_idx + i)
+            finally:
+                hydra_log.removeFilter(quiet)
+            return results
+        for i, overrides in enumerate(job_overrides):
+            self.progress.started(initial_job_idx + i, list(overrides))
+        return self._collect(job_overrides, initial_job_idx)
+
+    def _collect(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int):
         results = self._launcher.launch(job_overrides, initial_job_idx=initial_job_idx)
         self._counter[0] += len(results)
         out = []
         for i, ret in enumerate(results):
-            if ret.status == JobStatus.FAILED:
+            failed = ret.status == JobStatus.FAILED
+            auc = None if failed else ret._return_value
+            self.progress.done(initial_job_idx + i, failed, auc)
+            if failed:
                 self._failed.append((initial_job_idx + i, ret))
                 ret = dataclasses.replace(ret, status=JobStatus.COMPLETED, _return_value=None)
             out.append(ret)
@@ -130,7 +174,11 @@ class FailureListingSweeper(Sweeper):
         failed: list[tuple[int, JobReturn]] = []
         counter = [0]
         launcher = self._inner.launcher
-        self._inner.launcher = _CollectingLauncher(launcher, failed, counter)
+        inner = self._inner
+        self._inner.launcher = _CollectingLauncher(
+            launcher, failed, counter,
+            total=lambda: sum(len(batch) for batch in inner.overrides),  # set by its sweep()
+            sweep_dir=str(inner.config.hydra.sweep.dir))
         try:
             returns = self._inner.sweep(arguments)
         finally:
@@ -138,9 +186,11 @@ class FailureListingSweeper(Sweeper):
             _remove_empty_dirs(Path(self._inner.config.hydra.sweep.dir) / ".submitit")
         if failed:
             report = failure_report(failed, counter[0])
-            # Hydra calls on_multirun_end (the sweep's report) only when the sweep returns
+            # Hydra calls on_multirun_end (the sweep's report and closing summary) only when
+            # the sweep returns; the list of failed jobs (SweepFailed) follows the summary
             context = self._inner.hydra_context
             if context is not None and context.callbacks is not None:
-                context.callbacks.on_multirun_end(config=self._inner.config, config_name=None)
+                context.callbacks.on_multirun_end(config=self._inner.config, config_name=None,
+                                                  n_failed=len(failed))
             raise SweepFailed(report)
         return returns

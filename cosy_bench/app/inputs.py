@@ -19,42 +19,16 @@ import os
 import re
 import socket
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from urllib.parse import urlparse
 
 from omegaconf import DictConfig, OmegaConf
 
-from cosy_bench.app.failures import UserInputError
+from cosy_bench.app.problems import OFFLINE, Missing, MissingInputsError
+from cosy_bench.app.shapes import shape_problems
 
-OFFLINE = ("offline trial of the whole pipeline: add debug=smoke (random weights, tiny "
-           "generator, synthetic data); the toy world with this model: world=toyworld")
-
-
-@dataclass(frozen=True)
-class Missing:
-    """One missing input: ``what`` it is and why it is missing, ``fix`` how to supply it."""
-
-    what: str
-    fix: str
-    offline: bool = False  # missing for want of a network or of a data folder
-
-    def __str__(self) -> str:
-        return f"{self.what}\n      fix: {self.fix}"
-
-
-class MissingInputsError(UserInputError):
-    """The run's inputs that are missing, each with how to supply it."""
-
-    def __init__(self, missing: list[Missing]):
-        self.missing = missing
-        lines = [f"{len(missing)} input(s) of this run are missing (nothing was computed):"]
-        lines += [f"  - {m}" for m in missing]
-        if any(m.offline for m in missing):
-            lines.append(f"  ({OFFLINE})")
-        super().__init__("\n".join(lines))
-
+__all__ = ["OFFLINE", "Missing", "MissingInputsError", "check_inputs", "missing_inputs"]
 
 @cache
 def reachable(host: str, port: int = 443, timeout: float = 3.0) -> bool:
@@ -293,9 +267,11 @@ def missing_inputs(cfg: DictConfig, nodes: tuple[str, ...] = RUN_NODES) -> list[
 
 
 def check_inputs(cfg: DictConfig) -> None:
-    """Raise :class:`MissingInputsError` when an input of the run is missing."""
+    """Raise :class:`MissingInputsError` when an input of the run is missing or wrong (also
+    the layer, ``neurons.ids`` and the control set's size: ``cosy_bench/app/shapes.py``)."""
     if not cfg.get("check_inputs", True):
         return
     missing = missing_inputs(cfg)
+    missing += [m for m in shape_problems(cfg) if m not in missing]
     if missing:
         raise MissingInputsError(missing)

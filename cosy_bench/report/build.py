@@ -71,6 +71,15 @@ def build_report(root: str | Path, out: str | Path | None = None, resamples: int
              '<p class="muted">also as <a href="leaderboard.csv">leaderboard.csv</a> and '
              '<a href="leaderboard.md">leaderboard.md</a>.</p>']
 
+    if cards:  # right after the table: the first screen shows the evidence
+        thumbs = Thumbnails(out)
+        body.append("<h2>Neurons</h2><p class=muted>Per run (click to fold or open): each "
+                    "neuron's explanation, scores (AUC with DeLong's 95% CI), up to 8 "
+                    "synthetic images and its top-8 control images by activation. The first "
+                    "run's cards are open.</p>")
+        body += [run_cards(r, runs.label(r), thumbs, open_=i == 0)
+                 for i, r in enumerate(runs.records)]
+
     across = [(s, figures.across_layers(runs.rows, s, fig_dir)) for s in ("auc", "mad")]
     across = [(s, f) for s, f in across if f]
     if across:
@@ -94,17 +103,10 @@ def build_report(root: str | Path, out: str | Path | None = None, resamples: int
         body += [_figure(f, f"{m} / {lay}: per-neuron AUC and MAD of each method")
                  for m, lay, f in dists]
 
-    if cards:
-        thumbs = Thumbnails(out)
-        body.append("<h2>Neurons</h2><p class=muted>Per run (click to open): each neuron's "
-                    "explanation, scores (AUC with DeLong's 95% CI), up to 8 synthetic images "
-                    "and its top-8 control images by activation.</p>")
-        body += [run_cards(r, runs.label(r), thumbs, open_=i == 0)
-                 for i, r in enumerate(runs.records)]
     body += ['<h2 id="runs">Runs</h2>', runs_section(runs, versions())]
 
     index = out / "index.html"
     write_text_atomic(index, page(f"CoSy report: {root}", "".join(body)))
-    log.info("report: %d runs -> %s in %.1f s", len(runs.statuses), index,
-             time.perf_counter() - start)
+    log.debug("report: %d runs -> %s in %.1f s", len(runs.statuses), index,
+              time.perf_counter() - start)
     return index

@@ -1,6 +1,9 @@
-"""The Hydra callback that reports a sweep when it ends: ``report.write=true`` writes
-``SWEEP/report/``, ``report.wandb=true`` also logs the W&B summary run to the sweep's group
-(``conf/hydra/default.yaml`` registers it; ``conf/config.yaml`` holds the ``report`` keys)."""
+"""The Hydra callback that ends a sweep: its closing summary (the leaderboard table, the
+failed jobs' count, the report's path or the command that writes it:
+:func:`cosy_bench.app.progress.closing_summary`); ``report.write=true`` writes
+``SWEEP/report/`` first, ``report.wandb=true`` also logs the W&B summary run to the sweep's
+group (``conf/hydra/default.yaml`` registers it; ``conf/config.yaml`` holds the ``report``
+keys)."""
 
 from __future__ import annotations
 
@@ -13,17 +16,20 @@ log = logging.getLogger("cosy_bench")
 
 
 class ReportCallback(Callback):
-    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+    def on_multirun_end(self, config: DictConfig, n_failed: int = 0, **kwargs) -> None:
+        from cosy_bench.app.progress import closing_summary
+
         want = config.get("report") or {}
-        if not (want.get("write") or want.get("wandb")):
-            return
-        from cosy_bench.report.build import build_report
-
         sweep_dir = config.hydra.sweep.dir
-        index = build_report(sweep_dir)
-        print(f"report written to {index}")
-        if want.get("wandb"):
-            from cosy_bench.loggers import log_summary_run
+        index = None
+        if want.get("write") or want.get("wandb"):
+            from cosy_bench.report.build import build_report
 
-            mode = config.get("logger", {}).get("mode")
-            log.info("W&B summary run: %s", log_summary_run(index.parent, sweep_dir, mode=mode))
+            index = build_report(sweep_dir)
+            if want.get("wandb"):
+                from cosy_bench.loggers import log_summary_run
+
+                mode = config.get("logger", {}).get("mode")
+                log.info("W&B summary run: %s",
+                         log_summary_run(index.parent, sweep_dir, mode=mode))
+        print(closing_summary(sweep_dir, index, n_failed), flush=True)

@@ -103,7 +103,8 @@ def card(record: RunRecord, row: dict, thumbs: Thumbnails, synthetic: dict[str, 
 
 
 def run_cards(record: RunRecord, label: str, thumbs: Thumbnails, open_: bool = False) -> str:
-    """A run's cards, folded (unfolded with ``open_``), in pages of :data:`PAGE` neurons."""
+    """A run's cards, folded (unfolded with ``open_``: the run and its first page), in pages
+    of :data:`PAGE` neurons."""
     synthetic: dict[str, list[dict]] = {}
     for it in record.images:
         synthetic.setdefault(str(it["concept"]), []).append(it)
@@ -120,7 +121,8 @@ def run_cards(record: RunRecord, label: str, thumbs: Thumbnails, open_: bool = F
         if len(cards) <= PAGE:
             pages.append(f'<div class="cards">{body}</div>')
         else:
-            pages.append(f"<details><summary>neurons {first}-{last}</summary>"
+            opened = " open" if open_ and start == 0 else ""  # the run's first cards
+            pages.append(f"<details{opened}><summary>neurons {first}-{last}</summary>"
                          f'<div class="cards">{body}</div></details>')
     title = (f"{escape(label)}: {escape(str(meta.get('model')))} / "
              f"{escape(str(meta.get('layer')))} / {escape(str(meta.get('explainer')))} "

@@ -4,11 +4,12 @@ leaves the report folder); every text from a run is escaped."""
 from __future__ import annotations
 
 import math
+import re
 from html import escape
 
 from omegaconf import OmegaConf
 
-from cosy_bench.leaderboard import cell
+from cosy_bench.leaderboard import cell, number
 from cosy_bench.report.runs import Runs, run_label, table_columns
 from cosy_bench.report.statistics import Comparison
 
@@ -64,7 +65,22 @@ def paper_table(runs: Runs) -> str:
 
 
 def _fmt(x: float, digits: int = 3) -> str:
-    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}g}"
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else \
+        number(x, f".{digits}g")
+
+
+def _diff(x: float) -> str:
+    """A signed difference, 3 decimals, no ``-0.000``."""
+    return number(x, "+.3f")
+
+
+def natural_key(text: str) -> list:
+    """``10_a`` after ``9_b`` and ``1_c``: digit runs compare as numbers."""
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part)
+            for part in re.split(r"(\d+)", text) if part]
+
+
+IDENTICAL = "identical explanations"
 
 
 def comparisons(items: list[Comparison], score: str) -> str:
@@ -94,30 +110,39 @@ def comparisons(items: list[Comparison], score: str) -> str:
                     tds.append("<td>·</td>")
                     continue
                 c, sign = index[(a, b)]
+                if c.identical:
+                    tds.append(f'<td class="num" title="{IDENTICAL}: nothing to compare">'
+                               "identical</td>")
+                    continue
                 cls = ""
                 if c.significant:  # green: the row's method is better, the score's way
                     cls = " sig-pos" if (sign * c.mean > 0) == c.higher_is_better else " sig-neg"
                 mark = " *" if c.significant else ""
                 low, high = (c.ci_low, c.ci_high) if sign > 0 else (-c.ci_high, -c.ci_low)
-                tds.append(f'<td class="num{cls}" title="95% CI [{low:+.3f}, {high:+.3f}], '
-                           f'p={_fmt(c.p)}">{sign * c.mean:+.3f}{mark}</td>')
+                tds.append(f'<td class="num{cls}" title="95% CI [{_diff(low)}, {_diff(high)}]'
+                           f', p={_fmt(c.p)}">{_diff(sign * c.mean)}{mark}</td>')
             out.append(f"<tr><th>{escape(a)}</th>{''.join(tds)}</tr>")
         out.append("</table><table><tr><th>A</th><th>B</th><th>n</th><th>mean A − B</th>"
                    "<th>bootstrap 95% CI</th><th>Wilcoxon p</th><th>better</th></tr>")
         for c in comps:
-            out.append(f"<tr><td>{escape(c.a)}</td><td>{escape(c.b)}</td><td class=num>{c.n}</td>"
-                       f"<td class=num>{c.mean:+.3f}</td><td class=num>[{c.ci_low:+.3f}, "
-                       f"{c.ci_high:+.3f}]</td><td class=num>{_fmt(c.p)}</td>"
-                       f"<td>{escape(c.better or '-')}</td></tr>")
+            head = (f"<tr><td>{escape(c.a)}</td><td>{escape(c.b)}</td>"
+                    f"<td class=num>{c.n}</td>")
+            if c.identical:
+                out.append(f"{head}<td colspan=3>{IDENTICAL}</td><td>-</td></tr>")
+                continue
+            out.append(f"{head}<td class=num>{_diff(c.mean)}</td><td class=num>"
+                       f"[{_diff(c.ci_low)}, {_diff(c.ci_high)}]</td><td class=num>"
+                       f"{_fmt(c.p)}</td><td>{escape(c.better or '-')}</td></tr>")
         out.append("</table>")
     return "".join(out)
 
 
 def runs_section(runs: Runs, versions: dict) -> str:
-    """The runs, their status and folded configs, and the versions that made the report."""
+    """The runs (in natural order of their folders: 0, 1, ..., 10), their status and folded
+    configs, and the versions that made the report."""
     out = ["<table><tr><th>run</th><th>status</th><th>model / layer / method</th>"
            "<th>date</th><th>config</th></tr>"]
-    for s in runs.statuses:
+    for s in sorted(runs.statuses, key=lambda st: natural_key(run_label(runs.root, st.folder))):
         rec = s.record
         what = "-" if rec is None else " / ".join(escape(str(rec.meta.get(k)))
                                                   for k in ("model", "layer", "explainer"))

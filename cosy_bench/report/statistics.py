@@ -9,6 +9,8 @@ For each pair and score: the mean of ``d`` with a seeded percentile-bootstrap 95
 (``resamples`` draws of the neurons with replacement, default 2,000) and the two-sided
 Wilcoxon signed-rank p-value (``scipy.stats.wilcoxon``, zero differences dropped). A
 difference is marked significant when the bootstrap interval excludes 0 and ``p < alpha``.
+Two runs that gave every common neuron the same explanation are marked ``identical`` (their
+scores are equal by construction; the report says "identical explanations").
 """
 
 from __future__ import annotations
@@ -70,6 +72,9 @@ class Comparison:
     significant: bool
     #: which way the score is better (a lower-is-better score reads ``mean < 0`` as A better)
     higher_is_better: bool = True
+    #: both methods gave every common neuron the same explanation: the same images, the
+    #: same scores; there is nothing to compare (the report says so, not ``+0.000``, p = 1)
+    identical: bool = False
 
     @property
     def better(self) -> str | None:
@@ -82,7 +87,8 @@ class Comparison:
         return {**self.setting, "score": self.score, "a": self.a, "b": self.b, "n": self.n,
                 "mean_diff": self.mean, "ci_low": self.ci_low, "ci_high": self.ci_high,
                 "p_wilcoxon": self.p, "significant": self.significant,
-                "higher_is_better": self.higher_is_better, "better": self.better}
+                "higher_is_better": self.higher_is_better, "better": self.better,
+                "identical_explanations": self.identical}
 
 
 def _scores(record: RunRecord, score: str) -> dict[int, float]:
@@ -92,6 +98,10 @@ def _scores(record: RunRecord, score: str) -> dict[int, float]:
         if isinstance(value, (int, float)) and math.isfinite(value):
             out[int(row["neuron"])] = float(value)
     return out
+
+
+def _texts(record: RunRecord) -> dict[int, str]:
+    return {int(row["neuron"]): str(row.get("explanation")) for row in record.rows}
 
 
 def setting_of(record: RunRecord) -> dict:
@@ -147,7 +157,9 @@ def compare(records: list[RunRecord], scores: tuple[str, ...] | None = None,
                 low, high = bootstrap_mean_ci(diff, resamples, 0.95, seed)
                 p = wilcoxon_p(diff)
                 sig = bool(p < alpha and (low > 0 or high < 0))
+                ta, tb = _texts(rec_a), _texts(rec_b)
+                same = all(ta.get(k) == tb.get(k) for k in common) and not diff.any()
                 out.append(Comparison(setting, score, name_a, name_b, len(common),
                                       float(diff.mean()), low, high, p, sig,
-                                      rec_a.higher_is_better(score)))
+                                      rec_a.higher_is_better(score), same))
     return out

@@ -56,12 +56,21 @@ def test_a_sweep_runs_every_job_and_lists_the_failed_ones(tmp_path):
     assert (jobs["0"] / "results.csv").exists() and not (jobs["0"] / ERROR_FILE).exists()
     for num in "123":
         assert (jobs[num] / ERROR_FILE).exists(), num
-    runtime_error = (jobs["1"] / "run.log").read_text()
-    assert "Traceback" in runtime_error and "neurons.ids [5000] out of range" in runtime_error
+    # out-of-range ids are found by the input check, before any model is built (#23.2)
+    input_error = (jobs["1"] / "run.log").read_text()
+    bad_ids = "neurons.ids [5000]: layer 'output' of 'resnet18' has 1000 neurons (0..999)"
+    assert "Traceback" in input_error and bad_ids in input_error
+    assert "model resnet18, layer" not in input_error
     assert "explainer.path is not set" in (jobs["2"] / ERROR_FILE).read_text()
     report = proc.stderr[proc.stderr.index("3 of 4 jobs failed:"):]
-    assert "job 1 (" in report and "ValueError: neurons.ids [5000] out of range" in report
+    assert "job 1 (" in report and "MissingInputsError: 1 input(s)" in report
     assert report.count("explainer.path is not set") == 2 and "job 0 (" not in report
+    # each message once on the console: in the list of failed jobs, not also per job
+    assert proc.stderr.count(bad_ids) == 2 and "Traceback" not in proc.stderr  # jobs 1, 3
+    assert proc.stderr.count("failed (listed at the end)") == 3
+    # the closing summary (the table of the job that ran, the report) precedes the list
+    summary = proc.stdout[proc.stdout.index("sweep finished: 1 run(s) with results"):]
+    assert "3 job(s) failed: the list follows" in summary and "report: " in summary
     # the sweep's report callback still runs: it lists the failed jobs too
     (index,) = tmp_path.glob("multirun/*/*/report/index.html")
     assert "failed" in index.read_text()

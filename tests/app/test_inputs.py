@@ -59,6 +59,10 @@ def test_inputs_at_hand_are_not_reported(compose, offline, monkeypatch):
     val, train = offline / "val", offline / "train"
     val.mkdir()
     train.mkdir()
+    from PIL import Image
+
+    for i in range(2):  # an empty control folder is a problem of its own (#23.2)
+        Image.new("RGB", (8, 8)).save(val / f"{i}.JPEG")
     monkeypatch.setenv("IMAGENET_VAL_DIR", str(val))
     monkeypatch.setenv("IMAGENET_TRAIN_DIR", str(train))
     cfg = compose(["model=resnet18", "explainer=invert"])

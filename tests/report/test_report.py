@@ -17,6 +17,7 @@ from urllib.parse import unquote, urlparse
 
 import numpy as np
 import pytest
+from helpers import REPO
 from PIL import Image
 
 from cosy_bench.report import NoRunsError, build_report
@@ -31,13 +32,61 @@ def sweep(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("report")
     out = tmp / "multirun" / "2025-01-31" / "12-00-00"
     env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
-    env.update(WANDB_MODE="disabled", HYDRA_FULL_ERROR="1")
+    env.update(WANDB_MODE="disabled", HYDRA_FULL_ERROR="1", PYTHONPATH=str(REPO))
     cmd = [sys.executable, "-m", "cosy_bench", "-m", f"explainer={','.join(EXPLAINERS)}",
            f"layer={','.join(LAYERS)}", "neurons.sample=6", "n_images=4", "dataset.n=300",
-           "probe.n=400", f"paths.cache_dir={tmp / 'cache'}", f"hydra.sweep.dir={out}"]
+           "probe.n=400", f"paths.cache_dir={tmp / 'cache'}", f"hydra.sweep.dir={out}",
+           "report.write=true"]
     proc = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    (tmp / "stdout.txt").write_text(proc.stdout)  # for the console's tests below
+    (tmp / "stderr.txt").write_text(proc.stderr)
     return out
+
+
+def _console(sweep: Path) -> tuple[str, str]:
+    """(stdout, stdout and stderr): Hydra's log lines go to stdout, warnings to stderr."""
+    tmp = sweep.parents[2]
+    out = (tmp / "stdout.txt").read_text()
+    return out, out + (tmp / "stderr.txt").read_text()
+
+
+def test_the_sweep_shows_progress_with_an_eta_and_ends_with_the_table_and_report(sweep):
+    """Issue #23.1: job i of n with elapsed time and an ETA from the finished jobs, then a
+    closing summary: the leaderboard table and the report's path, last."""
+    out, err = _console(sweep)
+    assert "sweep of 4 jobs in" in err
+    for i in range(1, 5):
+        assert f"job {i}/4 started: explainer=" in err
+    done = re.findall(r"job (\d)/4 done in \d+:\d\d, mean AUC (0\.\d{4}) \| (\d)/4 finished, "
+                      r"elapsed \d+:\d\d, (ETA \d+:\d\d for (\d) more|all done)", err)
+    assert [(d[0], d[2]) for d in done] == [(str(i), str(i)) for i in range(1, 5)]
+    assert [d[4] for d in done[:3]] == ["3", "2", "1"] and done[3][3] == "all done"
+    assert "Launching" not in err  # Hydra's own launch lines are replaced by ours
+    tail = out[out.index("sweep finished: 4 run(s) with results in"):].splitlines()
+    assert tail[2].split()[:4] == ["model", "layer", "method", "n"]
+    assert sum(ln.startswith("toy_cnn ") for ln in tail) == 4
+    assert tail[-1] == f"report: {(sweep / 'report' / 'index.html').resolve()}"
+    assert (sweep / "report" / "index.html").is_file()
+
+
+def test_the_logs_say_each_thing_once(sweep):
+    """Issue #23.3: one bar per stage with meaningful counts, no repeated "computing N
+    sets", no cache hit right after computing, the report announced once."""
+    out, err = _console(sweep)
+    bars = [ln for ln in err.splitlines() if "━" in ln]
+    concept = [ln for ln in bars if ln.startswith("concept activations")]
+    synthesis = [ln for ln in bars if ln.startswith("synthesis")]
+    assert 1 <= len(concept) <= 4 and all(" sets " in ln for ln in concept)
+    assert 1 <= len(synthesis) <= 4 and all(" images " in ln for ln in synthesis)
+    assert not any(re.search(r" 1/1 ", ln) for ln in bars), bars
+    jobs = re.split(r"job \d/4 started", err)[1:]
+    assert len(jobs) == 4
+    for job in jobs:
+        assert job.count("concept activations: computing") <= 1
+        if "control activations: computing" in job:
+            assert "control activations: cache hit" not in job
+    assert err.count("report: ") == 1 and "report written" not in err
 
 
 @pytest.fixture(scope="module")

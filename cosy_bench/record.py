@@ -69,13 +69,22 @@ def names_concept(explanation: str, truth: str) -> bool:
     return bool(_words(truth)) and all(w in expl for w in _words(truth))
 
 
-def summarize(values: torch.Tensor) -> dict:
+#: scores that live in [0, 1]: their mean's interval is clipped there (an interval of a mean
+#: AUC such as [0.01, 1.11] says nothing beyond 1)
+UNIT_INTERVAL_SCORES = frozenset({"auc", "auprc", "inverse_auprc", "f1", "iou",
+                                  "balanced_accuracy", "utest_p", "label_similarity"})
+
+
+def summarize(values: torch.Tensor, name: str | None = None) -> dict:
     """``mean``, ``std`` (ddof 0) and ``n`` of the finite values, and the mean's ``LEVEL``
-    interval over neurons (``ci_low``, ``ci_high``: Student t, ``std`` with ddof 1)."""
+    interval over neurons (``ci_low``, ``ci_high``: Student t, ``std`` with ddof 1; clipped
+    to [0, 1] for the scores of :data:`UNIT_INTERVAL_SCORES`, ``name`` one of them)."""
     v = values.double()
     v = v[torch.isfinite(v)]
     n = int(v.numel())
     low, high = mean_ci(v, LEVEL) if n >= 2 else (None, None)
+    if low is not None and name in UNIT_INTERVAL_SCORES:
+        low, high = min(max(low, 0.0), 1.0), min(max(high, 0.0), 1.0)
     return {"mean": float(v.mean()) if n else None,
             "std": float(v.std(unbiased=False)) if n else None, "n": n,
             "ci_low": low, "ci_high": high}
@@ -247,7 +256,7 @@ class RunRecord:
                 if name == "auc" and ci is not None:
                     row["auc_ci_low"], row["auc_ci_high"] = float(ci[0][j]), float(ci[1][j])
             rows.append(row)
-        summary = {name: summarize(vals) for name, vals in scores.items()}
+        summary = {name: summarize(vals, name) for name, vals in scores.items()}
         if truth is not None:
             hits = [names_concept(r["explanation"], r["ground_truth"]) for r in rows]
             summary["ground_truth_match"] = sum(hits) / len(hits) if hits else None

@@ -28,6 +28,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from cosy_bench import __version__
+from cosy_bench.cache.fingerprint import path_fingerprint, short_value
 from cosy_bench.cache.store import write_text_atomic
 from cosy_bench.scorers.intervals import auc_delong, interval, mean_ci, normal_quantile
 
@@ -90,12 +91,27 @@ def summarize(values: torch.Tensor, name: str | None = None) -> dict:
             "ci_low": low, "ci_high": high}
 
 
+def generator_id(cfg: DictConfig) -> str:
+    """What generated the images: a diffusers pipeline's hub id, or its local folder's name
+    plus 12 hex digits of its content fingerprint; other generators by their option name."""
+    model_id = OmegaConf.select(cfg, "generator.model_id", default=None)
+    if not model_id:
+        return str(cfg.generator_name)
+    local = Path(str(model_id)).expanduser()
+    if local.exists():
+        memo = Path(str(cfg.paths.cache_dir)) / "fingerprints" if cfg.get("paths") else None
+        return f"{local.resolve().name}@{path_fingerprint(local, memo)[:12]}"
+    return str(model_id)
+
+
 def run_meta(cfg: DictConfig) -> dict:
-    """The run's identity, as read by the leaderboard, the report and W&B."""
+    """The run's identity, as read by the leaderboard, the report and W&B (``generator``:
+    :func:`generator_id`; ``generator_option``: the config group's option)."""
     weights = cfg.model.get("weights")
     return {"model": cfg.model.name, "layer": cfg.layer.name or cfg.model.default_layer,
-            "explainer": cfg.explainer_name, "generator": cfg.generator_name,
-            "prompt": cfg.prompt.name, "weights": "random" if weights is None else str(weights),
+            "explainer": cfg.explainer_name, "generator": generator_id(cfg),
+            "generator_option": cfg.generator_name, "prompt": cfg.prompt.name,
+            "weights": "random" if weights is None else short_value(str(weights)),
             "n_images": cfg.n_images, "seed": cfg.seed}
 
 

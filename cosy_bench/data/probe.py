@@ -16,7 +16,6 @@ from cosy_bench.data.datasets import (
     seeded_subset,
 )
 
-
 WNIDS_FILE = Path(__file__).with_name("imagenet_wnids.txt")
 
 

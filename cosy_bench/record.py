@@ -28,8 +28,9 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from cosy_bench import __version__
-from cosy_bench.cache.fingerprint import path_fingerprint, short_value
+from cosy_bench.cache.fingerprint import short_value
 from cosy_bench.cache.store import write_text_atomic
+from cosy_bench.generators.base import generator_id
 from cosy_bench.scorers.intervals import auc_delong, interval, mean_ci, normal_quantile
 
 log = logging.getLogger("cosy_bench")
@@ -70,38 +71,16 @@ def names_concept(explanation: str, truth: str) -> bool:
     return bool(_words(truth)) and all(w in expl for w in _words(truth))
 
 
-#: scores that live in [0, 1]: their mean's interval is clipped there (an interval of a mean
-#: AUC such as [0.01, 1.11] says nothing beyond 1)
-UNIT_INTERVAL_SCORES = frozenset({"auc", "auprc", "inverse_auprc", "f1", "iou",
-                                  "balanced_accuracy", "utest_p", "label_similarity"})
-
-
 def summarize(values: torch.Tensor, name: str | None = None) -> dict:
     """``mean``, ``std`` (ddof 0) and ``n`` of the finite values, and the mean's ``LEVEL``
-    interval over neurons (``ci_low``, ``ci_high``: Student t, ``std`` with ddof 1; clipped
-    to [0, 1] for the scores of :data:`UNIT_INTERVAL_SCORES`, ``name`` one of them)."""
+    interval over neurons (``ci_low``, ``ci_high``: :func:`mean_ci` of score ``name``)."""
     v = values.double()
     v = v[torch.isfinite(v)]
     n = int(v.numel())
-    low, high = mean_ci(v, LEVEL) if n >= 2 else (None, None)
-    if low is not None and name in UNIT_INTERVAL_SCORES:
-        low, high = min(max(low, 0.0), 1.0), min(max(high, 0.0), 1.0)
+    low, high = mean_ci(v, LEVEL, score=name) if n >= 2 else (None, None)
     return {"mean": float(v.mean()) if n else None,
             "std": float(v.std(unbiased=False)) if n else None, "n": n,
             "ci_low": low, "ci_high": high}
-
-
-def generator_id(cfg: DictConfig) -> str:
-    """What generated the images: a diffusers pipeline's hub id, or its local folder's name
-    plus 12 hex digits of its content fingerprint; other generators by their option name."""
-    model_id = OmegaConf.select(cfg, "generator.model_id", default=None)
-    if not model_id:
-        return str(cfg.generator_name)
-    local = Path(str(model_id)).expanduser()
-    if local.exists():
-        memo = Path(str(cfg.paths.cache_dir)) / "fingerprints" if cfg.get("paths") else None
-        return f"{local.resolve().name}@{path_fingerprint(local, memo)[:12]}"
-    return str(model_id)
 
 
 def run_meta(cfg: DictConfig) -> dict:

@@ -48,7 +48,7 @@ def test_the_headline_sweep_runs_on_real_format_stand_ins(inputs, tmp_path):
     args = ["cosy_bench", "-m", "explainer=invert,clip_dissect,milan", "model=resnet18,vit_b16",
             *standins.overrides(inputs), f"model.milan_checkpoint={inputs['milan']}",
             "layer=output", "neurons.ids=[0,1]", "n_images=2", "generator.num_inference_steps=1",
-            "generator_batch_size=2", "batch_size=4", "probe.limit=null",
+            "generator_batch_size=2", "batch_size=4",
             f"hydra.sweep.dir={sweep}", "logger=none"]
     _run(args, env, tmp_path)
     jobs = sorted(p for p in sweep.iterdir() if (p / "summary.json").exists())

@@ -78,7 +78,9 @@ class ToyProbeSet(ToyControlSet):
     kind = "probe"
 
     def __init__(self, n: int = 2000, seed: int = PROBE_SEED, size: int = 64,
-                 transform: Callable | None = None, root: str | None = None):
+                 transform: Callable | None = None, root: str | None = None,
+                 names_from_model: bool = False):
+        refuse_real_inputs("probe set", **{"probe.names_from_model": names_from_model or None})
         super().__init__(n=n, seed=seed, size=size, transform=transform, root=root)
 
     def masks(self, i: int) -> torch.Tensor:

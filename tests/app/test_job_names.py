@@ -7,7 +7,8 @@ from conftest import compose_config
 from omegaconf import OmegaConf, open_dict
 
 from cosy_bench.cache.fingerprint import short_overrides, short_value
-from cosy_bench.record import generator_id, run_meta
+from cosy_bench.generators.base import generator_id
+from cosy_bench.record import run_meta
 
 
 def test_paths_in_job_names_become_base_name_and_hash():

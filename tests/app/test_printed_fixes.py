@@ -56,7 +56,7 @@ def offline(tmp_path, monkeypatch):
     inputs.reachable.cache_clear()
 
 
-def _printed_fixes(monkeypatch) -> set[tuple[str, str]]:
+def _printed_fixes(monkeypatch, tmp: Path) -> set[tuple[str, str]]:
     """The input check's fixes on every job of the sweep, offline, also with local paths
     that do not exist (their own messages), and the loaders' error hints."""
     texts = []
@@ -80,6 +80,13 @@ def _printed_fixes(monkeypatch) -> set[tuple[str, str]]:
         with pytest.raises(ZeroDivisionError):
             fn()
     texts += hints
+    from cosy_bench.data.probe import LabelledImageFolder
+
+    folder = tmp / "probe"
+    (folder / "dogs").mkdir(parents=True)  # a class folder not named by its wnid
+    with pytest.raises(ValueError) as err:
+        LabelledImageFolder(str(folder), names_from_model=True)
+    texts.append(str(err.value))
     if DOC.exists():
         texts += re.findall(r"```(?:bash|sh|console)?\n(.*?)```", DOC.read_text(), re.S)
     return {fix for text in texts for fix in overrides_in(text)}
@@ -112,11 +119,12 @@ def test_overrides_in_reads_fixes_not_shell_variables():
 
 @pytest.mark.slow  # about 40 compositions
 def test_every_printed_fix_composes_in_the_headline_sweep(offline, monkeypatch):
-    fixes = _printed_fixes(monkeypatch)
+    fixes = _printed_fixes(monkeypatch, offline)
     keys = {k for k, _ in fixes}
     # the fixes this sweep needs are among them (they are collected, not listed by hand)
     assert {"generator.model_id", "clip.pretrained", "concepts.path", "dataset.root",
-            "probe.root", "model.milan_checkpoint", "model.weights"} <= keys, keys
+            "probe.root", "model.milan_checkpoint", "model.weights",
+            "probe.names_from_model"} <= keys, keys
     # hints name the run's groups, not the explainer's interpolated copies of them
     assert not {k for k in keys if k.startswith(("explainer.clip", "explainer.concepts",
                                                  "explainer.probe", "explainer/"))}

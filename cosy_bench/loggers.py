@@ -30,8 +30,8 @@ from cosy_bench.record import N_TOP, RunRecord, find_runs
 log = logging.getLogger("cosy_bench")
 
 #: flat config keys of a run (``run`` block names), for grouping and filtering in W&B
-CONFIG_KEYS = ("model", "layer", "explainer", "generator", "prompt", "weights", "dataset",
-               "n_images", "seed")
+CONFIG_KEYS = ("model", "layer", "explainer", "generator", "generator_option", "prompt",
+               "weights", "dataset", "n_images", "seed")
 TILE = 64  # px of one image in a table grid
 
 

@@ -30,7 +30,9 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from cosy_bench import __version__
+from cosy_bench.cache.fingerprint import short_value
 from cosy_bench.cache.store import write_text_atomic
+from cosy_bench.generators.base import generator_id
 from cosy_bench.scorers import registry
 from cosy_bench.scorers.intervals import auc_delong, interval, mean_ci, normal_quantile
 from cosy_bench.scorers.label_similarity import names_concept, positive_text  # noqa: F401
@@ -47,15 +49,17 @@ TOP_CONTROL, SYNTHETIC = "top_control.csv", "synthetic_images.csv"
 N_TOP, N_SYNTHETIC = 8, 8
 
 
-def summarize(values: torch.Tensor, level: float, aggregation: str = "mean") -> dict:
+def summarize(values: torch.Tensor, level: float, aggregation: str = "mean",
+              name: str | None = None) -> dict:
     """``mean``, ``std`` (ddof 0) and ``n`` of the finite values, and the mean's ``level``
     interval over neurons (``ci_low``, ``ci_high``: Student t, ``std`` with ddof 1);
     ``aggregation="median"`` (a scorer's :attr:`~cosy_bench.scorers.registry.Scorer.aggregation`)
-    adds the ``median``."""
+    adds the ``median``; ``name`` clips the interval of a score bounded in [0, 1]
+    (:func:`~cosy_bench.scorers.intervals.mean_ci`)."""
     v = values.double()
     v = v[torch.isfinite(v)]
     n = int(v.numel())
-    low, high = mean_ci(v, level) if n >= 2 else (None, None)
+    low, high = mean_ci(v, level, score=name) if n >= 2 else (None, None)
     out = {"mean": float(v.mean()) if n else None,
            "std": float(v.std(unbiased=False)) if n else None, "n": n,
            "ci_low": low, "ci_high": high}
@@ -65,11 +69,13 @@ def summarize(values: torch.Tensor, level: float, aggregation: str = "mean") -> 
 
 
 def run_meta(cfg: DictConfig) -> dict:
-    """The run's identity, as read by the leaderboard, the report and W&B."""
+    """The run's identity, as read by the leaderboard, the report and W&B (``generator``:
+    :func:`generator_id`; ``generator_option``: the config group's option)."""
     weights = cfg.model.get("weights")
     return {"model": cfg.model.name, "layer": cfg.layer.name or cfg.model.default_layer,
-            "explainer": cfg.explainer_name, "generator": cfg.generator_name,
-            "prompt": cfg.prompt.name, "weights": "random" if weights is None else str(weights),
+            "explainer": cfg.explainer_name, "generator": generator_id(cfg),
+            "generator_option": cfg.generator_name, "prompt": cfg.prompt.name,
+            "weights": "random" if weights is None else short_value(str(weights)),
             "n_images": cfg.n_images, "seed": cfg.seed}
 
 
@@ -275,7 +281,7 @@ class RunRecord:
                 if name == "auc" and ci is not None:
                     row["auc_ci_low"], row["auc_ci_high"] = float(ci[0][j]), float(ci[1][j])
             rows.append(row)
-        summary = {name: summarize(vals, level, registry.aggregation(name))
+        summary = {name: summarize(vals, level, registry.aggregation(name), name)
                    for name, vals in result.scores.items()}
         if result.truth is not None:
             hits = [names_concept(r["explanation"], r["ground_truth"]) for r in rows]

@@ -96,8 +96,8 @@ def test_results_carry_delong_intervals_and_summary_carries_mean_intervals(tmp_p
         assert 0.0 <= row["auc_ci_low"] <= row["auc_ci_high"] <= 1.0
     # the scores' summary: the mean's interval over neurons
     lo, hi = mean_ci(torch.tensor([0.9, 0.7, 0.2], dtype=torch.float64))
-    assert record.summary["auc"]["ci_low"] == pytest.approx(lo)
-    assert record.summary["auc"]["ci_high"] == pytest.approx(hi)
+    assert record.summary["auc"]["ci_low"] == pytest.approx(max(lo, 0.0))  # AUC: in [0, 1]
+    assert record.summary["auc"]["ci_high"] == pytest.approx(min(hi, 1.0))
     # without activations (older callers) the intervals are simply absent
     bare = record_by_hand(tmp_path, with_activations=False)
     assert "auc_ci_low" not in bare.rows[0] and bare.top_control == []
@@ -253,3 +253,12 @@ def test_sweep_run_folder_names_hold_no_path_separator(tmp_path):
     name = cfg.hydra.job.override_dirname
     assert "model=resnet18" in name and "debug" not in name
     assert os.sep not in name and "/" not in name, name
+
+
+def test_mean_auc_interval_is_clipped_to_the_unit_interval():
+    """Issue #19 item 7: a few AUCs near 1 gave a mean-AUC interval such as [0.01, 1.11]."""
+    values = torch.tensor([1.0, 1.0, 0.05])
+    auc, mad = summarize(values, "auc"), summarize(values, "mad")
+    assert 0.0 <= auc["ci_low"] <= auc["mean"] <= auc["ci_high"] == 1.0
+    assert mad["ci_high"] > 1.0 and mad["ci_low"] < 0.0  # MAD has no bounds: not clipped
+    assert auc["ci_low"] == max(mad["ci_low"], 0.0)

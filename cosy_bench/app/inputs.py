@@ -86,10 +86,16 @@ def _weights_fix(key: str) -> str:
 
 
 def check_torchvision(node: DictConfig, key: str) -> list[Missing]:
+    from cosy_bench.models.loaders import WEIGHTS_SUFFIXES
+
     weights = node.get("weights")
     if weights is None:
         return []
     weights = str(weights)
+    if _local(weights) and Path(weights).suffix.lower() not in WEIGHTS_SUFFIXES:
+        return [Missing(f"model weights {weights}: not a weights format this suite reads",
+                        "model.weights=<a state dict file: "
+                        + ", ".join(sorted(WEIGHTS_SUFFIXES)) + ">")]
     if _local(weights):
         return _file(f"model weights {weights}", weights, "model.weights")
     if weights.startswith(("http://", "https://")):
@@ -128,10 +134,19 @@ def check_timm(node: DictConfig, key: str) -> list[Missing]:
                      _weights_fix("model"))
 
 
+def _local_folder(name: str) -> bool:
+    """A path, not a hub id (``owner/name``): absolute, home- or dot-relative, or deeper."""
+    return name.startswith(("/", "~", ".")) or name.count("/") > 1 or "\\" in name
+
+
 def check_diffusers(node: DictConfig, key: str) -> list[Missing]:
     model_id = str(node.model_id)
     if Path(os.path.expanduser(model_id)).is_dir():
         return []
+    if _local_folder(model_id):
+        return [Missing(f"generator {model_id}: folder does not exist",
+                        "generator.model_id=<local pipeline folder (save_pretrained layout, "
+                        "model_index.json inside)>")]
     return _download(f"generator {model_id}", _hf_cached(model_id), "https://huggingface.co",
                      "generator.model_id=<local pipeline folder>, or generator=tiny "
                      "(random offline pipeline)")
@@ -199,15 +214,19 @@ def check_milan(node: DictConfig, key: str) -> list[Missing]:
     from cosy_bench.explainers.milan.checkpoints import PUBLISHED
 
     ckpt = str(node.checkpoint)
+    raw = str(OmegaConf.to_container(node, resolve=False).get("checkpoint"))
+    # the yaml's default reads model.milan_checkpoint: that key works in a sweep over mixed
+    # explainers (explainer.checkpoint exists only when explainer=milan)
+    key = "model.milan_checkpoint" if "model.milan_checkpoint" in raw else f"{key}.checkpoint"
     if ckpt in PUBLISHED:
         from cosy_bench.cache.store import default_cache_dir
 
         url = PUBLISHED[ckpt]
         return _download(f"MILAN checkpoint {ckpt}",
                          default_cache_dir() / "milan" / Path(urlparse(url).path).name, url,
-                         f"{key}.checkpoint=<file path>, or {key}.checkpoint=random")
+                         f"{key}=<file path>, or {key}=random")
     return [] if ckpt in ("toyworld", "random") else _file(
-        f"MILAN checkpoint {ckpt}", ckpt, f"{key}.checkpoint")
+        f"MILAN checkpoint {ckpt}", ckpt, key)
 
 
 def check_precomputed(node: DictConfig, key: str) -> list[Missing]:

@@ -26,6 +26,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -175,3 +176,31 @@ def dataset_fingerprint(dataset, memo_dir: Path) -> str | None:
 def module_fingerprint(module: nn.Module) -> str:
     """SHA-256 (hex) of a network's state dict."""
     return tensors_digest(dict(module.state_dict()))
+
+
+def short_value(value: str, limit: int = 40) -> str:
+    """A short, file-name-safe stand-in for a config value in folder names and tables: a
+    path (or any value over ``limit`` characters) becomes its base name plus 6 hex digits of
+    the whole value's SHA-1 (``/data/imagenet/val`` -> ``val-3f2a9c``); others unchanged."""
+    text = str(value)
+    if "/" not in text and "\\" not in text and len(text) <= limit:
+        return text
+    base = re.sub(r"[^\w.+-]+", "_", Path(text.rstrip("/\\")).name or "root")[:limit]
+    return f"{base}-{hashlib.sha1(text.encode()).hexdigest()[:6]}"
+
+
+def short_overrides(dirname: str, limit: int = 200) -> str:
+    """Hydra's ``override_dirname`` (``key=value,key=value``) with each value through
+    :func:`short_value`; a result over ``limit`` bytes is cut and ends in a hash of the
+    whole (no path component over 255 bytes). The full values stay in the job's
+    ``.hydra/config.yaml``."""
+    items = re.split(r",(?=[\w.+~/-]+=)", str(dirname)) if dirname else []
+    parts = []
+    for item in items:
+        key, sep, value = item.partition("=")
+        parts.append(f"{key}{sep}{short_value(value)}" if sep else short_value(item))
+    out = ",".join(parts)
+    if len(out.encode()) > limit:
+        digest = hashlib.sha1(str(dirname).encode()).hexdigest()[:8]
+        out = out.encode()[: limit - 9].decode(errors="ignore") + "-" + digest
+    return out

@@ -16,13 +16,34 @@ from cosy_bench.data.datasets import (
     seeded_subset,
 )
 
+WNIDS_FILE = Path(__file__).with_name("imagenet_wnids.txt")
+
+
+def imagenet_wnids() -> list[str]:
+    """The 1000 ImageNet-1k WordNet ids in torchvision's class-index order."""
+    return [w for w in WNIDS_FILE.read_text().split() if w.startswith("n")]
+
+
+def wnid_indices(root: Path, classes: list[str]) -> list[int]:
+    """Class index of each folder named by an ImageNet-1k wnid; an unknown name is an error
+    naming the folder."""
+    index = {w: i for i, w in enumerate(imagenet_wnids())}
+    unknown = [c for c in classes if c not in index]
+    if unknown:
+        raise ValueError(
+            f"probe folder {str(root / unknown[0])!r} is not named by an ImageNet-1k wnid "
+            f"({len(unknown)} such folder(s)); name class folders by wnid (n01440764 ...), "
+            "or set probe.names_from_model=false to use the folder names as concepts")
+    return [index[c] for c in classes]
+
 
 class LabelledImageFolder(torch.utils.data.Dataset):
     """``root/<class>/<image>``: one concept per sub-folder (ImageNet train layout).
 
-    ``names_from_model``: name the sorted sub-folders by the model's class names (ImageNet's
-    ``n01440764``... folders sort in the order of torchvision's class indices). ``limit`` keeps
-    a seeded subset of images (INVERT/CoSy used 50,000 ImageNet train images).
+    ``names_from_model``: the sub-folders are ImageNet-1k wnids (``n01440764``...), named by
+    the model's class names through their class index (:func:`wnid_indices`), so a folder
+    holding a subset of the classes is named right. ``limit`` keeps a seeded subset of
+    images (INVERT/CoSy used 50,000 ImageNet train images).
     """
 
     def __init__(self, root: str | None, name: str = "labelled_folder", limit: int | None = None,
@@ -35,6 +56,7 @@ class LabelledImageFolder(torch.utils.data.Dataset):
             raise FileNotFoundError(f"probe folder {str(self.root)!r} does not exist "
                                     f"(set {config_key})")
         classes = sorted(p.name for p in self.root.iterdir() if p.is_dir())
+        self.class_indices = wnid_indices(self.root, classes) if names_from_model else None
         files, targets = [], []
         for c, cls in enumerate(classes):
             for f in sorted((self.root / cls).rglob("*")):
@@ -76,7 +98,14 @@ class SyntheticProbeSet(SyntheticControlSet):
 
 
 def probe_concepts(probe, model) -> list[str]:
-    """The probe set's concept names, or the model's class names where the probe asks for them."""
+    """The probe set's concept names, or the model's class names where the probe asks for them
+    (by each folder's class index where it has them: wnid folders)."""
+    indices = getattr(probe, "class_indices", None)
+    if getattr(probe, "names_from_model", False) and model.class_names and indices is not None:
+        if max(indices) >= len(model.class_names):
+            raise ValueError(f"probe {probe.name!r}: wnid folders name ImageNet-1k classes, "
+                             f"but model {model.name!r} has {len(model.class_names)} classes")
+        return [model.class_names[i] for i in indices]
     if getattr(probe, "names_from_model", False) and model.class_names:
         names = model.class_names
         if len(names) >= len(probe.concepts):

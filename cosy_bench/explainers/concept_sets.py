@@ -36,8 +36,8 @@ def text_file(path: str) -> list[str]:
     """One concept per line (blank lines and duplicates dropped, order kept)."""
     p = Path(path).expanduser()
     if not p.exists():
-        raise FileNotFoundError(f"concept file not found: {path} (explainer.concepts.path)")
-    names = read_lines(p, "explainer.concepts.path")
+        raise FileNotFoundError(f"concept file not found: {path} (concepts.path)")
+    names = read_lines(p, "concepts.path")
     names = list(dict.fromkeys(n for n in names if n))
     if not names:
         raise ValueError(f"concept file {path} is empty")
@@ -48,7 +48,7 @@ def _cached_download(url: str, filename: str, config_key: str) -> Path:
     return download_text(
         url, default_cache_dir() / "concept_sets" / filename, f"concept set {filename} is",
         f"Give a local copy with {config_key}=/path/{filename}, or use an offline set: "
-        "explainer/concepts=imagenet_classes or toyworld.")
+        "concepts=imagenet_classes (ImageNet models), or concepts=toyworld (the toy world)")
 
 
 def common_words(n: str | int = "20k", path: str | None = None) -> list[str]:
@@ -58,7 +58,7 @@ def common_words(n: str | int = "20k", path: str | None = None) -> list[str]:
     if path:
         return text_file(path)
     return text_file(str(_cached_download(COMMON_WORDS_URL.format(n=n), f"{n}.txt",
-                                          "explainer.concepts.path")))
+                                          "concepts.path")))
 
 
 def broden_labels(path: str | None = None) -> list[str]:
@@ -66,18 +66,26 @@ def broden_labels(path: str | None = None) -> list[str]:
     if path:
         return text_file(path)
     return text_file(str(_cached_download(BRODEN_URL, "broden_labels_clean.txt",
-                                          "explainer.concepts.path")))
+                                          "concepts.path")))
 
 
-def imagenet_classes(weights: str = "ResNet18_Weights.IMAGENET1K_V1") -> list[str]:
-    """ImageNet-1k class names from torchvision's weights metadata (offline)."""
+def imagenet_classes(weights: str = "ResNet18_Weights.IMAGENET1K_V1",
+                     path: str | None = None) -> list[str]:
+    """ImageNet-1k class names from torchvision's weights metadata (offline); ``path``: a
+    text file instead (one concept per line), the key every concept set has."""
+    if path:
+        return text_file(path)
     from cosy_bench.models.classes import torchvision_categories
 
     return list(dict.fromkeys(torchvision_categories(weights)))
 
 
-def toyworld() -> list[str]:
-    """The toy world's atomic concepts."""
+def toyworld(path: str | None = None) -> list[str]:
+    """The toy world's atomic concepts; ``path`` must stay null (a toy-world job of a sweep
+    that gives ``concepts.path`` for its real models is refused)."""
+    from cosy_bench.toyworld.inputs import refuse_real_inputs
+
+    refuse_real_inputs("concepts=toyworld", **{"concepts.path": path})
     from cosy_bench.toyworld.vocab import CONCEPTS
 
     return list(CONCEPTS)

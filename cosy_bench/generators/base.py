@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
+from pathlib import Path
 
 from PIL import Image
 
@@ -15,6 +16,29 @@ def image_seed(concept: str, prompt: str, index: int) -> int:
     """
     digest = hashlib.sha256(f"{concept}\x1f{prompt}\x1f{index}".encode()).digest()
     return int.from_bytes(digest[:8], "little") & 0x7FFF_FFFF_FFFF_FFFF
+
+
+def generator_identity(model_id: str | None, option: str, memo_dir: Path | None = None) -> str:
+    """What generated a run's images: a diffusers pipeline's hub id, or its local folder's
+    name plus 12 hex digits of its content fingerprint (``sdxl-base-1.0@0123456789ab``);
+    generators without ``model_id`` by their config option (``option``)."""
+    if not model_id:
+        return str(option)
+    local = Path(str(model_id)).expanduser()
+    if local.exists():
+        from cosy_bench.cache.fingerprint import path_fingerprint
+
+        return f"{local.resolve().name}@{path_fingerprint(local, memo_dir)[:12]}"
+    return str(model_id)
+
+
+def generator_id(cfg) -> str:
+    """:func:`generator_identity` of a run's config (``generator.model_id``, the option)."""
+    from omegaconf import OmegaConf
+
+    memo = Path(str(cfg.paths.cache_dir)) / "fingerprints" if cfg.get("paths") else None
+    return generator_identity(OmegaConf.select(cfg, "generator.model_id", default=None),
+                              str(cfg.generator_name), memo)
 
 
 class Generator(ABC):

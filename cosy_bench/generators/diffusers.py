@@ -66,9 +66,15 @@ class DiffusersGenerator(Generator):
     def _load(self, dtype: torch.dtype):
         from diffusers import AutoPipelineForText2Image
 
-        kwargs = {"torch_dtype": dtype}
+        kwargs = {dtype_keyword(): dtype}
         if self.variant:
             kwargs["variant"] = self.variant
+        local = Path(self.model_id).expanduser()
+        if not local.is_dir() and (self.model_id.startswith(("/", "~", "."))
+                                   or self.model_id.count("/") > 1):
+            raise FileNotFoundError(
+                f"generator.model_id={self.model_id}: no such folder (a local diffusers "
+                "pipeline: the folder save_pretrained wrote, with model_index.json)")
         try:
             return AutoPipelineForText2Image.from_pretrained(self.model_id, **kwargs)
         except Exception as err:
@@ -104,6 +110,16 @@ class DiffusersGenerator(Generator):
             out = self.pipe(prompt=list(prompts), generator=gens,
                             num_inference_steps=self.num_inference_steps, **kwargs)
         return [im.convert("RGB") for im in out.images]
+
+
+def dtype_keyword() -> str:
+    """``dtype`` where the installed diffusers takes it (it deprecates ``torch_dtype``: the
+    versions with ``diffusers.utils.deprecation_utils._resolve_dtype``), else ``torch_dtype``."""
+    try:
+        from diffusers.utils import deprecation_utils
+    except ImportError:
+        return "torch_dtype"
+    return "dtype" if hasattr(deprecation_utils, "_resolve_dtype") else "torch_dtype"
 
 
 def speed_up(pipe, channels_last: bool = True, compile: bool = False) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 
 import torch
 from torch import nn
@@ -12,23 +13,45 @@ from cosy_bench.models.loaders import OFFLINE_HINT, WeightsUnavailableError
 log = logging.getLogger("cosy_bench")
 
 
+def uses_quick_gelu(model_name: str, pretrained: str | None,
+                    quick_gelu: bool | None = None) -> bool:
+    """Whether the CLIP to build has QuickGELU activations, as its weights were trained.
+
+    ``quick_gelu`` true/false decides (a local file of OpenAI's weights: true); null: the
+    architecture's own config (``ViT-B-16-quickgelu``) or, for a tag, open_clip's pretrained
+    table (``open_clip.get_pretrained_cfg(name, tag)["quick_gelu"]``: OpenAI's weights)."""
+    import open_clip
+
+    if quick_gelu is not None:
+        return bool(quick_gelu)
+    arch = open_clip.get_model_config(model_name) or {}
+    table = open_clip.get_pretrained_cfg(model_name, pretrained) if pretrained else {}
+    return bool(arch.get("quick_gelu") or (table or {}).get("quick_gelu"))
+
+
 def open_clip_model(model_name: str = "ViT-B-16", pretrained: str | None = "openai",
-                    device: str = "cpu"):
+                    device: str = "cpu", quick_gelu: bool | None = None):
     """(model, preprocess, tokenizer) of any open_clip model/pretrained pair.
 
     ``pretrained`` is a tag (``openai``, ``laion2b_s34b_b88k``...), a local file, or None
-    (random weights, offline). The paper used ViT-B/16 with OpenAI's weights.
+    (random weights, offline). The paper used ViT-B/16 with OpenAI's weights, which need
+    QuickGELU (:func:`uses_quick_gelu`; ``quick_gelu: true`` in ``conf/clip/vit_b16_openai``
+    also for a local file of them).
     """
     import open_clip
 
+    if pretrained is not None and str(pretrained).startswith("~"):
+        pretrained = os.path.expanduser(str(pretrained))
     try:
         model, _, preprocess = open_clip.create_model_and_transforms(
-            model_name, pretrained=pretrained, device=device)
+            model_name, pretrained=pretrained, device=device,
+            force_quick_gelu=uses_quick_gelu(model_name, pretrained, quick_gelu))
     except Exception as err:
         raise WeightsUnavailableError(
             f"open_clip could not load {model_name} / {pretrained}: {err}. Set "
-            "explainer.clip.pretrained=null for random weights, or use the toy world's CLIP "
-            f"(explainer/clip=toyworld). {OFFLINE_HINT}") from err
+            "clip.pretrained=<local file> (open_clip's file of these weights), clip=random "
+            f"(random weights), or clip=toyworld (the toy world's CLIP). {OFFLINE_HINT}"
+        ) from err
     model.eval().requires_grad_(False)
     return model, preprocess, open_clip.get_tokenizer(model_name)
 

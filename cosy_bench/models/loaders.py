@@ -7,6 +7,7 @@ path, or ``None`` for random initialisation (offline; seeded by the caller).
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import torch
@@ -21,6 +22,11 @@ OFFLINE_HINT = (
 )
 
 
+#: the local weights files read as state dicts (``.safetensors`` through safetensors, the
+#: others through ``torch.load(weights_only=True)``)
+WEIGHTS_SUFFIXES = frozenset({".pth", ".pt", ".tar", ".bin", ".safetensors"})
+
+
 class WeightsUnavailableError(RuntimeError):
     """Pretrained weights could not be downloaded or read."""
 
@@ -30,7 +36,8 @@ def _is_url(spec: str) -> bool:
 
 
 def read_state_dict(spec: str, *, key: str | None = None, strip_prefix: str = "") -> dict:
-    """Read a state dict from a URL (into torch's hub cache) or a local file.
+    """Read a state dict from a URL (into torch's hub cache) or a local file
+    (:data:`WEIGHTS_SUFFIXES`; ``.safetensors`` through safetensors).
 
     Loads with ``weights_only=True``: tensors and plain containers only, no arbitrary pickles.
     ``key`` selects a nested entry (``"state_dict"`` for the CSAIL Places365 checkpoints);
@@ -40,10 +47,16 @@ def read_state_dict(spec: str, *, key: str | None = None, strip_prefix: str = ""
         if _is_url(spec):
             obj = torch.hub.load_state_dict_from_url(spec, map_location="cpu", weights_only=True)
         else:
+            spec = os.path.expanduser(spec)
             if not Path(spec).exists():
                 raise FileNotFoundError(f"weights file not found: {spec}")
             try:
-                obj = torch.load(spec, map_location="cpu", weights_only=True)
+                if Path(spec).suffix.lower() == ".safetensors":
+                    from safetensors.torch import load_file
+
+                    obj = load_file(spec, device="cpu")
+                else:
+                    obj = torch.load(spec, map_location="cpu", weights_only=True)
             except Exception as err:  # a local file that does not load: damaged, not offline
                 raise WeightsUnavailableError(
                     f"weights file {spec} is damaged or not a PyTorch checkpoint "
@@ -73,8 +86,15 @@ def torchvision_model(arch: str, weights: str | None, num_classes: int | None = 
     except ValueError as err:
         raise ValueError(f"unknown torchvision architecture model.arch={arch!r}; "
                          f"choose one of torchvision.models.list_models()") from err
+    local = weights is not None and not _is_url(str(weights)) and (
+        "/" in str(weights) or Path(str(weights)).expanduser().is_file())
+    if local and Path(str(weights)).suffix.lower() not in WEIGHTS_SUFFIXES:
+        raise WeightsUnavailableError(
+            f"model.weights={weights}: not a weights format this suite reads; give a state "
+            f"dict file ({', '.join(sorted(WEIGHTS_SUFFIXES))}) or a torchvision weights name")
     kwargs = {} if num_classes is None else {"num_classes": num_classes}
-    if weights is None or _is_url(weights) or Path(str(weights)).suffix in {".pth", ".pt", ".tar"}:
+    if weights is None or local or _is_url(weights) or Path(str(weights)).suffix.lower() in \
+            WEIGHTS_SUFFIXES:
         model = builder(weights=None, **kwargs)
         if weights is not None:
             sd = read_state_dict(weights, key=state_dict_key, strip_prefix=strip_prefix)

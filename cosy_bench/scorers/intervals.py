@@ -134,10 +134,17 @@ def interval(estimate: Tensor, variance: Tensor, z: float) -> tuple[Tensor, Tens
     return (est - half).clamp(0.0, 1.0), (est + half).clamp(0.0, 1.0)
 
 
-def mean_ci(values: Tensor, level: float = 0.95) -> tuple[float, float]:
+#: scores that live in [0, 1]: their mean's interval is clipped there (an interval of a mean
+#: AUC such as [0.01, 1.11] says nothing beyond 1)
+UNIT_INTERVAL_SCORES = frozenset({"auc", "auprc", "inverse_auprc", "f1", "iou",
+                                  "balanced_accuracy", "utest_p", "label_similarity"})
+
+
+def mean_ci(values: Tensor, level: float = 0.95, score: str | None = None) -> tuple[float, float]:
     """Student-t ``level`` interval of the mean of ``values [K]`` over neurons:
     ``mean -+ t_{K-1} * std / sqrt(K)`` (``ddof = 1``); NaN values are left out;
-    ``(nan, nan)`` with fewer than 2 values. Not clipped (MAD has no bounds)."""
+    ``(nan, nan)`` with fewer than 2 values. Clipped to [0, 1] where ``score`` is one of
+    :data:`UNIT_INTERVAL_SCORES` (MAD has no bounds)."""
     normal_quantile(level)  # validates level
     x = values.to(torch.float64).flatten()
     x = x[~torch.isnan(x)]
@@ -146,4 +153,6 @@ def mean_ci(values: Tensor, level: float = 0.95) -> tuple[float, float]:
     t = float(student_t.ppf((1.0 + float(level)) / 2.0, x.numel() - 1))
     half = t * float(x.std(correction=1)) / math.sqrt(x.numel())
     mean = float(x.mean())
+    if score in UNIT_INTERVAL_SCORES:
+        return min(max(mean - half, 0.0), 1.0), min(max(mean + half, 0.0), 1.0)
     return mean - half, mean + half

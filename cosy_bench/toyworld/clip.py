@@ -54,6 +54,7 @@ from torch import Tensor, nn
 
 from cosy_bench.cache.checked import load_tensors_checked
 from cosy_bench.cache.store import default_cache_dir, save_tensors_atomic
+from cosy_bench.toyworld.inputs import refuse_real_inputs
 from cosy_bench.toyworld.vocab import CONCEPT_INDEX, CONCEPTS, FAMILIES
 
 #: Name of the registered open_clip model config.
@@ -188,7 +189,7 @@ def materialise_checkpoint(weights: str | os.PathLike | None = None,
 
 
 def load_toy_clip(device: str | torch.device = "cpu", cache_dir: str | os.PathLike | None = None,
-                  weights: str | os.PathLike | None = None,
+                  weights: str | os.PathLike | None = None, pretrained: str | None = None,
                   ) -> tuple[nn.Module, Callable, Callable]:
     """Load the toy CLIP through ``open_clip.create_model_and_transforms``.
 
@@ -197,12 +198,15 @@ def load_toy_clip(device: str | torch.device = "cpu", cache_dir: str | os.PathLi
         cache_dir: cache root for the materialised checkpoint (see
             :func:`materialise_checkpoint`).
         weights: a compact weights file; default the shipped one.
+        pretrained: null (open_clip's key of ``clip.pretrained``, see
+            :mod:`cosy_bench.toyworld.inputs`).
 
     Returns:
         ``(model, preprocess, tokenizer)``: the open_clip model in eval mode, the validation
         transform (PIL image -> normalised tensor ``[3, 64, 64]``) and the tokenizer
         (``tokenizer(list_of_str) -> LongTensor [n, context_length]``).
     """
+    refuse_real_inputs("clip=toyworld", **{"clip.pretrained": pretrained})
     meta = read_compact_metadata(weights if weights is not None else WEIGHTS_PATH)
     trained_cfg = json.loads(meta["model_config"])
     if trained_cfg != model_config():

@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from cosy_bench.toyworld.inputs import refuse_real_inputs
 from cosy_bench.toyworld.render import render_batch_with_classes, render_scene
 from cosy_bench.toyworld.scenes import RENDERER_VERSION
 from cosy_bench.toyworld.vocab import CLASS_NAMES, CONCEPTS
@@ -27,6 +28,7 @@ class ToyControlSet(Dataset):
         seed: stream seed of the scenes.
         size: image side in pixels.
         transform: optional callable applied to each PIL image in ``__getitem__``.
+        root: null (the key of image folders, see :mod:`.inputs`).
 
     Attributes:
         name: cache key, e.g. ``"toyworld-v3-control-n2000-s12345"`` (renderer version, n, seed).
@@ -38,7 +40,9 @@ class ToyControlSet(Dataset):
     kind = "control"
 
     def __init__(self, n: int = 2000, seed: int = CONTROL_SEED, size: int = 64,
-                 transform: Callable | None = None):
+                 transform: Callable | None = None, root: str | None = None):
+        key = "probe.root" if self.kind == "probe" else "dataset.root"
+        refuse_real_inputs(f"{self.kind} set", **{key: root})
         self.n, self.seed, self.size, self.transform = int(n), int(seed), int(size), transform
         self.name = f"toyworld-{RENDERER_VERSION}-{self.kind}-n{self.n}-s{self.seed}" + (
             "" if self.size == 64 else f"-{self.size}px")
@@ -75,8 +79,10 @@ class ToyProbeSet(ToyControlSet):
     kind = "probe"
 
     def __init__(self, *, n: int, seed: int, size: int = 64,
-                 transform: Callable | None = None):
-        super().__init__(n=n, seed=seed, size=size, transform=transform)
+                 transform: Callable | None = None, root: str | None = None,
+                 names_from_model: bool = False):
+        refuse_real_inputs("probe set", **{"probe.names_from_model": names_from_model or None})
+        super().__init__(n=n, seed=seed, size=size, transform=transform, root=root)
 
     def masks(self, i: int) -> torch.Tensor:
         """Concept masks of image ``i``: bool [C, H, W] (re-rendered, identical pixels)."""

@@ -8,6 +8,7 @@ import numpy as np
 from PIL import Image
 
 from cosy_bench.generators.base import Generator
+from cosy_bench.toyworld.inputs import refuse_real_inputs
 from cosy_bench.toyworld.render import render
 from cosy_bench.toyworld.scenes import RENDERER_VERSION, Rendered, sample_scene
 from cosy_bench.toyworld.vocab import parse_concepts
@@ -27,9 +28,13 @@ class ToyWorldGenerator(Generator):
 
     Args:
         size: side of the output images in pixels.
+        model_id, num_inference_steps: null (diffusers' keys, see :mod:`.inputs`).
     """
 
-    def __init__(self, size: int = 64):
+    def __init__(self, size: int = 64, model_id: str | None = None,
+                 num_inference_steps: int | None = None):
+        refuse_real_inputs("generator=toyworld", **{"generator.model_id": model_id,
+                           "generator.num_inference_steps": num_inference_steps})
         self.size = int(size)
         self.name = f"toyworld-{RENDERER_VERSION}" + ("" if self.size == 64 else f"-{size}px")
         self._warned: set[str] = set()

@@ -25,3 +25,18 @@ def register() -> None:
     plugins = Plugins.instance()
     for clazz in (LayerConfigSource, LayerSearchPath, ListingSweeper):
         plugins.register(clazz)
+    register_resolvers()
+
+
+def register_resolvers() -> None:
+    """``${cosy_short:${hydra.job.override_dirname}}``: sweep job folders named by short
+    overrides (paths as base name + hash; :func:`cosy_bench.cache.fingerprint.short_overrides`)."""
+    from omegaconf import OmegaConf
+
+    from cosy_bench.cache.fingerprint import short_overrides
+
+    if not OmegaConf.has_resolver("cosy_short"):
+        OmegaConf.register_new_resolver("cosy_short", short_overrides)
+
+
+register_resolvers()

@@ -1,0 +1,135 @@
+"""Stand-ins, built offline, for the real inputs of the paper's setup, in their real formats
+(issue #19): random torchvision weights under their torchvision file names, ImageNet val and
+train folder layouts (grey, CMYK, progressive, EXIF-rotated and truncated JPEGs), a tiny
+Stable Diffusion pipeline saved with ``save_pretrained`` (fp16 variant), a random open_clip
+ViT-B-16 weights file, a concept list. Scores on them mean nothing; every loader runs.
+
+    python -m cosy_bench.bench.standins OUT [--image-size 64] [--sample-size 32]
+
+prints the overrides of the headline sweep on them (the real-format end-to-end tests and
+``launch/gpu_check.sh`` use it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+#: ImageNet-1k classes of the stand-in folders (tench, goldfish, Chihuahua)
+WNIDS = ("n01440764", "n01443537", "n02085620")
+CONCEPTS = ("fish", "dog", "water", "grass", "red", "striped", "wood", "sky")
+
+
+def _jpegs(folder: Path, n: int, size: int, seed: int) -> None:
+    """``n`` JPEGs in the formats ImageNet holds: RGB, grey, CMYK, progressive, EXIF-rotated,
+    and one truncated file (read as far as it goes, or skipped)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        pixels = rng.integers(0, 256, (size, size + 8 * (i % 3), 3), dtype=np.uint8)
+        image = Image.fromarray(pixels, "RGB")
+        path = folder / f"img_{seed}_{i:04d}.JPEG"
+        kind = i % 6
+        if kind == 1:
+            image.convert("L").save(path, quality=90)
+        elif kind == 2:
+            image.convert("CMYK").save(path, quality=90)
+        elif kind == 3:
+            image.save(path, quality=90, progressive=True)
+        elif kind == 4:
+            exif = Image.Exif()
+            exif[0x0112] = 6  # rotated 90 degrees
+            image.save(path, quality=90, exif=exif)
+        else:
+            image.save(path, quality=90)
+        if kind == 5:
+            data = path.read_bytes()
+            path.write_bytes(data[: len(data) * 2 // 3])
+
+
+def imagenet_folders(root: Path, per_class: int = 3, size: int = 64) -> tuple[Path, Path]:
+    """``root/val`` (flat, as the val tarball unpacks) and ``root/train/<wnid>/``."""
+    _jpegs(root / "val", per_class * len(WNIDS), size, seed=0)
+    for k, wnid in enumerate(WNIDS):
+        _jpegs(root / "train" / wnid, per_class, size, seed=k + 1)
+    return root / "val", root / "train"
+
+
+def torchvision_weights(torch_home: Path, archs=("resnet18", "vit_b_16"),
+                        weights: str = "IMAGENET1K_V1") -> dict[str, Path]:
+    """Random weights of ``archs`` saved under torchvision's file names in
+    ``TORCH_HOME/hub/checkpoints/`` (where torchvision looks before downloading)."""
+    from torchvision.models import get_model, get_model_weights
+
+    out = {}
+    folder = torch_home / "hub" / "checkpoints"
+    folder.mkdir(parents=True, exist_ok=True)
+    for arch in archs:
+        url = get_model_weights(arch)[weights].url
+        path = folder / Path(url).name
+        if not path.exists():
+            torch.manual_seed(0)
+            torch.save(get_model(arch, weights=None).state_dict(), path)
+        out[arch] = path
+    return out
+
+
+def diffusers_pipeline(folder: Path, sample_size: int = 32) -> Path:
+    """A tiny Stable Diffusion pipeline (random weights) saved in the hub layout, with fp16
+    variant files (as ``generator=sdxl``'s ``variant: fp16`` loads them)."""
+    from cosy_bench.generators.diffusers import build_tiny_pipeline
+
+    if not (folder / "model_index.json").exists():
+        pipe = build_tiny_pipeline(seed=0, sample_size=sample_size)
+        pipe.save_pretrained(folder, variant="fp16")
+    return folder
+
+
+def open_clip_file(path: Path, model_name: str = "ViT-B-16") -> Path:
+    """Random open_clip weights (a state dict, as open_clip's files hold)."""
+    import open_clip
+
+    if not path.exists():
+        torch.manual_seed(0)
+        model = open_clip.create_model(model_name, pretrained=None, force_quick_gelu=True)
+        torch.save(model.state_dict(), path)
+    return path
+
+
+def build(out: Path, image_size: int = 64, sample_size: int = 32) -> dict[str, Path]:
+    """Every stand-in under ``out``; returns their paths by role."""
+    out.mkdir(parents=True, exist_ok=True)
+    val, train = imagenet_folders(out / "imagenet", size=image_size)
+    weights = torchvision_weights(out / "torch")
+    concepts = out / "concepts.txt"
+    concepts.write_text("\n".join(CONCEPTS) + "\n")
+    return {"val": val, "train": train, "torch_home": out / "torch", **weights,
+            "sdxl": diffusers_pipeline(out / "sdxl-tiny", sample_size),
+            "clip": open_clip_file(out / "clip-vit-b-16.pt"), "concepts": concepts}
+
+
+def overrides(paths: dict[str, Path]) -> list[str]:
+    """The documented local-input overrides of the headline sweep on the stand-ins."""
+    return [f"generator.model_id={paths['sdxl']}", f"clip.pretrained={paths['clip']}",
+            f"concepts.path={paths['concepts']}", f"dataset.root={paths['val']}",
+            f"probe.root={paths['train']}"]
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--sample-size", type=int, default=32)
+    args = parser.parse_args(argv)
+    paths = build(args.out, args.image_size, args.sample_size)
+    print(f"TORCH_HOME={shlex.quote(str(paths['torch_home']))}")
+    print(" ".join(shlex.quote(o) for o in overrides(paths)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,77 @@
+"""The headline sweep on stand-ins in the real formats (issue #19, the structural fix):
+``python -m cosy_bench -m explainer=invert,clip_dissect,milan model=resnet18,vit_b16`` with
+the documented local-input overrides (torchvision weights in ``TORCH_HOME``, ImageNet
+folders, a saved diffusers pipeline, an open_clip file, a concept list, MILAN's published
+pickle), then ``python -m cosy_bench.report`` on it. Tiny sizes; the stand-ins are built by
+:mod:`cosy_bench.bench.standins` (also what ``launch/gpu_check.sh`` runs at real sizes)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from conftest import REPO
+
+from cosy_bench.bench import standins
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    out = tmp_path_factory.mktemp("standins")
+    paths = standins.build(out, image_size=48, sample_size=16)
+    sys.path.insert(0, str(REPO / "tests" / "explainers"))
+    from test_milan import small_captioner, write_published
+
+    paths["milan"] = out / "milan-published.pth"
+    write_published(paths["milan"], small_captioner(words=("fish", "dog", "water", "red")))
+    return paths
+
+
+def _run(args, env, cwd, timeout=900):
+    proc = subprocess.run([sys.executable, "-m", *args], cwd=cwd, env=env, text=True,
+                          capture_output=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+    return proc
+
+
+def test_the_headline_sweep_runs_on_real_format_stand_ins(inputs, tmp_path):
+    env = {**os.environ, "TORCH_HOME": str(inputs["torch_home"]), "HF_HUB_OFFLINE": "1",
+           "COSY_CACHE_DIR": str(tmp_path / "cache"), "WANDB_MODE": "disabled",
+           "HOME": str(tmp_path / "home"), "PYTHONPATH": str(REPO)}
+    sweep = tmp_path / "sweep"
+    args = ["cosy_bench", "-m", "explainer=invert,clip_dissect,milan", "model=resnet18,vit_b16",
+            *standins.overrides(inputs), f"model.milan_checkpoint={inputs['milan']}",
+            "layer=output", "neurons.ids=[0,1]", "n_images=2", "generator.num_inference_steps=1",
+            "generator_batch_size=2", "batch_size=4",
+            f"hydra.sweep.dir={sweep}", "logger=none"]
+    _run(args, env, tmp_path)
+    jobs = sorted(p for p in sweep.iterdir() if (p / "summary.json").exists())
+    assert len(jobs) == 6, sorted(p.name for p in sweep.iterdir())
+    assert all(len(p.name.encode()) < 255 and str(tmp_path) not in p.name for p in jobs)
+    from cosy_bench.models.classes import torchvision_categories
+
+    classes = set(torchvision_categories("ResNet18_Weights.IMAGENET1K_V1"))
+    for job in jobs:
+        summary = json.loads((job / "summary.json").read_text())
+        run = summary["run"]
+        assert run["generator"].startswith("sdxl-tiny@"), run["generator"]
+        rows = list(csv.DictReader((job / "results.csv").open()))
+        assert [int(r["neuron"]) for r in rows] == [0, 1]
+        for r in rows:
+            assert 0.0 <= float(r["auc"]) <= 1.0
+            assert 0.0 <= float(r["auc_ci_low"]) <= float(r["auc_ci_high"]) <= 1.0
+            if run["explainer"] == "invert":  # the probe's wnid folders, by class name
+                assert r["explanation"] in {"tench", "goldfish", "Chihuahua"}
+            elif run["explainer"] == "clip_dissect":
+                assert r["explanation"] in standins.CONCEPTS
+            assert r["explanation"] not in classes - {"tench", "goldfish", "Chihuahua"}
+        auc = summary["auc"]
+        assert auc["ci_low"] is None or 0.0 <= auc["ci_low"] <= auc["ci_high"] <= 1.0
+    _run(["cosy_bench.report", str(sweep)], env, tmp_path)
+    assert any(sweep.rglob("*.csv"))

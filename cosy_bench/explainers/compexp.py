@@ -127,8 +127,8 @@ class CompExpExplainer(ProbeDissector):
 
     def __init__(self, probe, length: int = 3, beam_size: int = 5, penalty: float = 1.0,
                  quantile: float = 0.005, quantile_samples: int = 65536, mask_size=None,
-                 seed: int = 0):
-        super().__init__(probe, quantile, quantile_samples, mask_size, seed)
+                 seed: int = 0, threshold: str = "exact"):
+        super().__init__(probe, quantile, quantile_samples, mask_size, seed, threshold)
         self.length, self.beam_size, self.penalty = int(length), int(beam_size), float(penalty)
 
     def explain(self, ctx) -> Explanations:

@@ -201,3 +201,22 @@ def test_netdissect_names_the_toy_worlds_concept_units(compose, toy_cache, tmp_p
     assert report.summary["auc"]["mean"] >= 0.9
     row = report.rows[0]
     assert float(row["netdissect_iou"]) > 0.04 and row["netdissect_category"] == "colour"
+
+
+def test_union_and_threshold_overrides_compose_and_reach_the_explainer(compose):
+    from hydra.utils import instantiate
+
+    cfg = compose(["explainer=netdissect", "explainer.union=annotated",
+                   "explainer.threshold=authors"])
+    explainer = instantiate(cfg.explainer)
+    assert (explainer.union, explainer.threshold) == ("annotated", "authors")
+    key = explainer.cache_key()
+    assert key["union"] == "annotated" and key["threshold"] == "authors"
+    default = instantiate(compose(["explainer=netdissect"]).explainer)
+    assert (default.union, default.threshold) == ("overlap", "exact")
+    from hydra.errors import InstantiationException
+
+    with pytest.raises(InstantiationException, match="explainer.union='pixels'"):
+        instantiate(compose(["explainer=netdissect", "explainer.union=pixels"]).explainer)
+    compexp = instantiate(compose(["explainer=compexp", "explainer.threshold=authors"]).explainer)
+    assert compexp.threshold == "authors"

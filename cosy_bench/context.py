@@ -196,13 +196,15 @@ class RunContext:
         return SortedControl.from_tensors(tensors)
 
     def exemplars(self, dataset, k: int = 15, quantile: float = 0.99,
-                  quantile_samples: int = 16384, seed: int = 0):
+                  quantile_samples: int = 16384, seed: int = 0, rule: str = "linear"):
         """MILAN's exemplars of every unit of the layer on ``dataset`` (top-k images by the
-        spatial max, their activation maps and the units' quantile levels), cached by
-        (model, layer, dataset, settings)."""
+        spatial max, their activation maps and the units' quantile levels by ``rule``, see
+        :func:`~cosy_bench.loops.exemplars.unit_quantile`), cached by (model, layer,
+        dataset, settings)."""
         key = stable_hash({**self.model_key, **self.dataset_key(dataset), "k": k,
                            "quantile": quantile, "quantile_samples": quantile_samples,
-                           "seed": seed, "spatial": self.layer.spatial})
+                           "seed": seed, "spatial": self.layer.spatial,
+                           **({"rule": rule} if rule != "linear" else {})})
         path = self.cache.path("exemplars", key, ".safetensors")
 
         def check(tensors: dict) -> None:  # Exemplars' fields: K units, k images each
@@ -219,7 +221,7 @@ class RunContext:
                      self.num_neurons, len(dataset), dataset.name)
             ex = collect_exemplars(self.model.spatial_extractor(self.layer.name), dataset,
                                    self.model.transform, self.trainer("exemplars"), k=k,
-                                   quantile=quantile,
+                                   quantile=quantile, rule=rule,
                                    quantile_samples=quantile_samples, seed=seed,
                                    batch_size=self.cfg.batch_size,
                                    num_workers=resolve_num_workers(self.cfg.num_workers,

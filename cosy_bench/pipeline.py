@@ -242,7 +242,13 @@ def text_scores(cfg: DictConfig, texts: list[str], truths: list[str] | None
         except (OSError, InstantiationException) as err:  # no weights, no network
             cause = err.__cause__ or err
             log.warning("label_similarity: mpnet_cos skipped (%s)", str(cause).splitlines()[0])
-    return label_similarity(texts, truths, encoders)
+    protocol, broden = spec.get("protocol", "clean"), spec.get("broden")
+    scenes = None
+    if protocol == "paper" and broden not in (None, "", "???"):
+        from cosy_bench.scorers.label_similarity import broden_scenes
+
+        scenes = broden_scenes(broden)
+    return label_similarity(texts, truths, encoders, protocol, scenes)
 
 
 def _control(ctx: RunContext, dataset, neurons: list[int]) -> SortedControl:

@@ -5,8 +5,9 @@ CompExp (``probe=broden``).
 ``split``, ``ih``, ``iw``, ``sh``, ``sw`` and one column per category: ``color``, ``object``,
 ``part``, ``material`` list segmentation PNGs, ``scene`` and ``texture`` list label numbers,
 several joined by ``;``), ``label.csv`` (``number``, ``name``, ``category`` such as
-``object(2341);part(12)``, ...), ``c_<category>.csv`` files and ``images/`` with the JPEGs
-and PNGs. A segmentation PNG encodes the label number of each pixel as ``R + 256 * G``
+``object(2341);part(12)``, ...), ``c_<category>.csv`` files (``code``, ``number``, ``name``,
+``frequency``, ``coverage``: a label's primary category is the dissected category where its
+coverage is largest, as NetDissect-Lite) and ``images/`` with the JPEGs and PNGs. A segmentation PNG encodes the label number of each pixel as ``R + 256 * G``
 (0 = unlabelled) at the segmentation resolution ``sh x sw`` (112 for 224-px images).
 
 Download (about 1 GB, for users with a network)::
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import csv
 import hashlib
+import logging
 import re
 import zipfile
 from pathlib import Path
@@ -33,7 +35,9 @@ from PIL import Image
 
 from cosy_bench.data.datasets import load_image
 
-__all__ = ["BRODEN_MD5", "BRODEN_URL", "BrodenProbeSet", "download"]
+__all__ = ["BRODEN_MD5", "BRODEN_URL", "BrodenProbeSet", "download", "primary_categories"]
+
+log = logging.getLogger("cosy_bench")
 
 BRODEN_URL = "http://netdissect.csail.mit.edu/data/broden1_224.zip"
 #: MD5 of broden1_224.zip. The authors publish no digest; this one is published by a
@@ -48,6 +52,35 @@ _COUNT = re.compile(r"(\w+)\((\d+)\)")
 
 def _split(cell: str) -> list[str]:
     return [v for v in (cell or "").split(";") if v]
+
+
+def primary_categories(root: Path, labels: list[dict], cats: list[str], size: int
+                       ) -> list[str]:
+    """The primary category of every label number ``1..size`` (index ``number - 1``), as
+    NetDissect-Lite: among the dissected categories ``cats``, the one where the label's
+    ``coverage`` in ``c_<category>.csv`` is largest (a tie goes to the later category; a
+    label in none of them gets the last). Without the ``c_*.csv`` files (a hand-made
+    folder), by the largest count in ``label.csv``'s ``category`` column, with a warning."""
+    missing = [f"c_{c}.csv" for c in cats if not (root / f"c_{c}.csv").is_file()]
+    if missing:
+        log.warning("Broden folder %s lacks %s: primary categories by the counts in "
+                    "label.csv, not by coverage as NetDissect-Lite", root, missing)
+        out = ["none"] * size
+        for r in labels:
+            counts = {m.group(1): int(m.group(2)) for m in _COUNT.finditer(r["category"])}
+            out[int(r["number"]) - 1] = (max(counts, key=counts.get) if counts
+                                         else r["category"].split("(")[0])
+        return out
+    coverage = np.zeros((size, len(cats)))
+    for j, cat in enumerate(cats):
+        with open(root / f"c_{cat}.csv", newline="", encoding="utf-8") as f:
+            for r in csv.DictReader(f):
+                number = int(r["number"])
+                if 1 <= number <= size:
+                    coverage[number - 1, j] = float(r["coverage"])
+    # max over (coverage, category index): the later category wins a tie, as the authors'
+    best = len(cats) - 1 - np.argmax(coverage[:, ::-1], axis=1)
+    return [cats[j] for j in best]
 
 
 class BrodenProbeSet(torch.utils.data.Dataset):
@@ -84,12 +117,9 @@ class BrodenProbeSet(torch.utils.data.Dataset):
             labels = list(csv.DictReader(f))
         size = max(int(r["number"]) for r in labels)
         self.concepts = [""] * size
-        self.categories = ["none"] * size
         for r in labels:
-            counts = {m.group(1): int(m.group(2)) for m in _COUNT.finditer(r["category"])}
-            primary = max(counts, key=counts.get) if counts else r["category"].split("(")[0]
             self.concepts[int(r["number"]) - 1] = r["name"]
-            self.categories[int(r["number"]) - 1] = primary
+        self.categories = primary_categories(self.root, labels, self.cats, size)
         self.mask_size = (int(rows[0]["sh"]), int(rows[0]["sw"])) if rows else (112, 112)
         self.name = f"broden:{self.root.resolve()}:n{len(rows)}:" + ",".join(self.cats) + (
             f":s{seed}" if limit else "")

@@ -51,7 +51,8 @@ log = logging.getLogger("cosy_bench")
 
 RANGES = {"auc": (0.0, 1.0), "correlation": (-1.0, 1.0), "cosine": (-1.0, 1.0)}
 #: NeuronEval's verdicts (missing passes, extra passes) for the metrics both have, from its
-#: theoretical test (AUC = its "inverse AUC", the same formula). Its MAD is the plain mean
+#: theoretical test (AUC = its "inverse AUC" up to ties: it breaks them with random noise,
+#: AUC with mid-ranks; its correlation is Pearson x (D-1)/D). Its MAD is the plain mean
 #: difference (FAIL/pass there); CoSy's MAD divides by the control std, which is 0 on a
 #: binary neuron's clean negatives (MAD := 0), so the two are not compared.
 NEURON_EVAL_VERDICTS = {

@@ -7,7 +7,8 @@ the mask resolution, thresholded at the unit's top-``quantile`` level). Samples 
 pixels of the probe set at the mask resolution; a formula's mask is the pixelwise formula of
 the concept masks (image-level labels cover the whole image), and its score is
 ``IoU(formula, unit) = |f & M| / |f | M|`` summed over the probe set, times
-``penalty ** (length - 1)``.
+``penalty ** (length - 1)``, the length counting each ``NOT`` as one more unit as the
+authors' (``len(a AND NOT b) = 3``).
 
 Search (:func:`~cosy_bench.explainers.formulas.beam_search`, shared with INVERT: one search,
 two objectives): the beam starts with the ``beam_size`` atomic concepts of highest IoU; each
@@ -50,7 +51,7 @@ def _iou(s: torch.Tensor, z: torch.Tensor, tot: torch.Tensor) -> torch.Tensor:
 
 def compexp(unit_masks: torch.Tensor, labels: torch.Tensor, concepts: Sequence[str],
             length: int = 3, beam_size: int = 5, penalty: float = 1.0,
-            chunk_size: int | None = None) -> list[dict]:
+            chunk_size: int | None = None, not_length: bool = True) -> list[dict]:
     """The best formula of every unit.
 
     Args:
@@ -58,7 +59,9 @@ def compexp(unit_masks: torch.Tensor, labels: torch.Tensor, concepts: Sequence[s
         labels: bool ``[N, C]``: concept ``c`` at sample ``n``.
         concepts: the C concept names.
         length: maximal formula length (authors: 3); beam_size: beam width (authors: 5).
-        penalty: the score is ``IoU * penalty ** (length - 1)`` (authors: 1.0).
+        penalty: the score is ``IoU * penalty ** (length - 1)`` (authors: 1.0), where the
+            length counts each ``NOT`` as one more unit, as the authors' ``len(formula)``
+            (``a AND NOT b``: 3); ``not_length=False``: the number of concepts.
         chunk_size: units per chunk (``None``: about 256 MiB working set).
 
     Returns:
@@ -85,7 +88,8 @@ def compexp(unit_masks: torch.Tensor, labels: torch.Tensor, concepts: Sequence[s
         values = m[:, k0:k0 + step].T.to(torch.float64).contiguous()
         parts.append(beam_search(values, lab, labels_t, weights, length, beam_size,
                                  metric=_iou, allowed=lambda z: z > 0, kinds=KINDS,
-                                 negated_atoms=False, penalty=penalty))
+                                 negated_atoms=False, penalty=penalty,
+                                 not_length=not_length))
     if not parts:
         return []
     res = Beam.cat(parts)
@@ -127,8 +131,8 @@ class CompExpExplainer(ProbeDissector):
 
     def __init__(self, probe, length: int = 3, beam_size: int = 5, penalty: float = 1.0,
                  quantile: float = 0.005, quantile_samples: int = 65536, mask_size=None,
-                 seed: int = 0):
-        super().__init__(probe, quantile, quantile_samples, mask_size, seed)
+                 seed: int = 0, threshold: str = "exact"):
+        super().__init__(probe, quantile, quantile_samples, mask_size, seed, threshold)
         self.length, self.beam_size, self.penalty = int(length), int(beam_size), float(penalty)
 
     def explain(self, ctx) -> Explanations:

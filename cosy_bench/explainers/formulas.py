@@ -155,6 +155,7 @@ def beam_search(
     kinds: Sequence[str] = KINDS,
     negated_atoms: bool = True,
     penalty: float = 1.0,
+    not_length: bool = True,
 ) -> Beam:
     """Beam search over left-deep formulas for a chunk of neurons, for any objective that is
     a function of the formula's *weighted size* ``s = sum_i v_i f_i`` and its size
@@ -183,6 +184,8 @@ def beam_search(
         negated_atoms: whether ``NOT c`` may start a formula (length 1).
         penalty: the score is ``sign * metric * penalty ** (length - 1)`` (CompExp's
             complexity penalty; 1 = none).
+        not_length: the penalty's length counts each ``NOT`` as one more unit (CompExp's
+            authors: ``len(A AND NOT B) = 3``); False: the number of concepts.
 
     Returns:
         the final :class:`Beam` of each neuron, best first.
@@ -202,7 +205,10 @@ def beam_search(
     ok = allowed(size)
     if not negated_atoms:
         ok = ok & (torch.arange(2 * n_con) < n_con)
-    score = torch.where(ok, sign * val, -math.inf)
+    score = sign * val
+    if penalty != 1.0 and not_length:  # NOT c: length 2
+        score = score * penalty ** (torch.arange(2 * n_con) >= n_con).to(torch.float64)
+    score = torch.where(ok, score, -math.inf)
     idx, valid = best_distinct(score, size, fp, beam)
     b_val, b_size, b_fp = val.gather(1, idx), size.gather(1, idx), fp.gather(1, idx)
     b_score = torch.where(valid, score.gather(1, idx), -math.inf)
@@ -211,6 +217,7 @@ def beam_search(
     ops = torch.full((c_neur, nb, length), -1, dtype=torch.long)
     lits[:, :, 0] = idx
     blen = torch.ones(c_neur, nb, dtype=torch.long)
+    bnot = (idx >= n_con).long() if not_length else torch.zeros_like(blen)  # NOTs in each
     if length > 1:  # [c, B, N] indicators of the beam formulas
         ind = labels_t[idx % n_con] ^ (idx >= n_con)[:, :, None]
 
@@ -230,8 +237,9 @@ def beam_search(
         v_c = metric(s_c, z_c, v_tot[..., None, None])  # [c, B, 4, C]
         ok = allowed(z_c) & (z_c != z_b) & valid[..., None, None] & kind_ok[:, None]
         sc_c = sign * v_c
-        if penalty != 1.0:  # a candidate's length is its parent's plus one
-            sc_c = sc_c * penalty ** blen.to(torch.float64)[..., None, None]
+        if penalty != 1.0:  # a candidate's length: its parent's plus one (two with NOT)
+            extra = (torch.arange(4) % 2 == 1).to(torch.float64)[:, None] if not_length else 0.0
+            sc_c = sc_c * penalty ** ((blen + bnot).to(torch.float64)[..., None, None] + extra)
         sc_c = torch.where(ok, sc_c, -math.inf)
         all_score = torch.cat([b_score, sc_c.reshape(c_neur, -1)], dim=1)
         all_size = torch.cat([b_size, z_c.reshape(c_neur, -1)], dim=1)
@@ -255,6 +263,7 @@ def beam_search(
         lits.scatter_(2, pos, lit_new[..., None])
         ops.scatter_(2, pos, op_new[..., None])
         blen = plen + new.long()
+        bnot = bnot.gather(1, parent) + (new & neg).long() * int(not_length)
         # indicators of the new beam
         pind = ind.gather(1, parent[..., None].expand(-1, -1, n))
         lit_ind = labels_t[con] ^ neg[..., None]

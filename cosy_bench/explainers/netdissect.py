@@ -10,11 +10,14 @@ For every unit ``k`` of a layer and concept ``c`` of a densely labelled probe se
   the authors' PIL resize for upsampling) to the mask resolution and thresholded:
   ``M_k(x) = up(A_k(x)) > T_k``;
 * ``IoU_{k,c} = sum_x |M_k(x) & L_c(x)| / sum_x |M_k(x) | L_c(x)|`` over the probe set, where
-  an image-level label (a scene, a texture) is a whole-image mask. As in the authors' tally,
-  the unit's pixels enter the union of concept ``c`` only on images annotated in ``c``'s
-  category (an image is annotated in a category when it carries a label of it; a probe set
-  whose images are annotated in every category, as the toy world's, says so with
-  ``fully_annotated = True``); ``0 / 0`` counts as 0 (the authors add ``1e-10``);
+  an image-level label (a scene, a texture) is a whole-image mask. As in the authors' tally
+  (``union: overlap``, the default), the unit's pixels ``|M_k(x)|`` enter the union of the
+  concepts of category ``g`` on image ``x`` only where its active pixels overlap a label of
+  ``g`` or ``x`` has an image-level label of ``g``; ``union: annotated`` counts them on every
+  image carrying a label of ``g`` (a probe set whose images are annotated in every category,
+  as the toy world's, says so with ``fully_annotated = True``); ``0 / 0`` counts as 0 (the
+  authors add ``1e-10``). The threshold is the exact quantile (``threshold: exact``) or the
+  authors' readout at ``994 / 999`` with mid-rank interpolation (``threshold: authors``);
 * the label is ``argmax_c IoU`` (``netdissect_iou`` and ``netdissect_category`` are kept).
 
 Vectorised: a batch's masks are a sparse ``[B * P, C]`` matrix (pixel labels) and a dense
@@ -50,6 +53,16 @@ from cosy_bench.loops.activations import _collate, _Transformed
 log = logging.getLogger("cosy_bench")
 
 _UPSAMPLED_VALUES = 1 << 25  # map values upsampled at once by the dissection pass
+
+#: ``explainer.union``: on which images a unit's pixels enter the union of category g's
+#: concepts. ``overlap`` (NetDissect-Lite's tally, the default): where the unit's active
+#: pixels overlap a label of g, or the image has an image-level label of g. ``annotated``
+#: (this suite's rule before): on every image that carries a label of g.
+UNIONS = ("overlap", "annotated")
+#: ``explainer.threshold``: ``exact``, the exact quantile ``1 - quantile`` (linear rule);
+#: ``authors``, NetDissect-Lite's readout: the quantile sketch read at ``994 / 999`` with
+#: mid-rank interpolation (see :func:`authors_level`).
+THRESHOLDS = ("exact", "authors")
 
 __all__ = ["DissectionPass", "NetDissectExplainer", "Segmentation", "Tally", "dissect",
            "probe_categories", "segmentation", "unit_masks"]
@@ -139,11 +152,14 @@ class Tally:
                    z(k, g, dtype=torch.float64), z(c, dtype=torch.float64))
 
     def add(self, masks: torch.Tensor, segs: list[Segmentation], labelcat: torch.Tensor,
-            fully_annotated: bool = False) -> None:
+            fully_annotated: bool = False, union: str = "overlap") -> None:
         """Count a batch: unit masks bool ``[B, K, P]``, one :class:`Segmentation` per image,
-        ``labelcat`` ``[C, G]``."""
+        ``labelcat`` ``[C, G]``. ``union`` (see :data:`UNIONS`) says on which images a
+        unit's pixels enter the union of a category's concepts."""
+        if union not in UNIONS:
+            raise ValueError(f"explainer.union={union!r}: choose one of {list(UNIONS)}")
         b, k, p = masks.shape
-        c = self.labels.shape[0]
+        c, g = self.labels.shape[0], labelcat.shape[1]
         rows, cols, img = [], [], torch.zeros(b, c, dtype=torch.float64)
         for j, seg in enumerate(segs):
             rows.append(seg.pixels[0])
@@ -151,6 +167,8 @@ class Tally:
             img[j, seg.image_labels] = 1.0
         rows_t, cols_t = torch.cat(rows), torch.cat(cols)
         hits = masks.sum(-1, dtype=torch.float64)  # [B, K]
+        img_cat = (img @ labelcat > 0).double()  # [B, G] image-level labels of each category
+        overlap = torch.zeros(k, b, g, dtype=torch.float64)  # [K, B, G]
         if rows_t.numel():
             # Y [B * P, C]: a label twice on a pixel counts once
             y = torch.sparse_coo_tensor(torch.stack([cols_t, rows_t]),
@@ -167,12 +185,23 @@ class Tally:
             with warnings.catch_warnings():  # "sparse CSR support is in beta"
                 warnings.simplefilter("ignore", UserWarning)
                 self.both += torch.sparse.mm(a, y).to_dense().double()
+                if union == "overlap":  # Z [B * P, B * G]: pixel labelled in category g
+                    cat = labelcat.argmax(dim=1)[idx[1]]
+                    z = torch.sparse_coo_tensor(
+                        torch.stack([idx[0], torch.div(idx[0], p, rounding_mode="floor") * g
+                                     + cat]), torch.ones(idx.shape[1]), (b * p, b * g),
+                        check_invariants=False)
+                    overlap = (torch.sparse.mm(a, z).to_dense() > 0).double().view(k, b, g)
             self.labels += torch.bincount(idx[1], minlength=c).double()
         self.both += hits.T @ img
         self.labels += img.sum(0) * p
         self.units += hits.sum(0)
+        if union == "overlap":  # the unit's pixels overlap a label of g, or an image label
+            counted = torch.maximum(overlap, img_cat[None])  # [K, B, G]
+            self.units_cat += torch.einsum("bk,kbg->kg", hits, counted)
+            return
         if fully_annotated:
-            annotated = torch.ones(b, labelcat.shape[1], dtype=torch.float64)
+            annotated = torch.ones(b, g, dtype=torch.float64)
         else:  # an image is annotated in a category when it has a label of it
             present = img.clone()
             if rows_t.numel():
@@ -209,10 +238,11 @@ class DissectionPass(L.LightningModule):
     ``keep`` they are also kept (for CompExp's formula search)."""
 
     def __init__(self, extractor, probe, thresholds: torch.Tensor, size: tuple[int, int],
-                 labelcat: torch.Tensor, keep: bool = False):
+                 labelcat: torch.Tensor, keep: bool = False, union: str = "overlap"):
         super().__init__()
         self.extractor, self.probe, self.size = extractor, probe, size
         self.thresholds, self.labelcat, self.keep = thresholds, labelcat, keep
+        self.union = union
         self.fully = bool(getattr(probe, "fully_annotated", hasattr(probe, "masks")))
         self.tally: Tally | None = None
         self.kept: list[tuple[torch.Tensor, torch.Tensor, list[Segmentation]]] = []
@@ -232,7 +262,7 @@ class DissectionPass(L.LightningModule):
             masks = unit_masks(maps[:, k0:k0 + step], self.thresholds[k0:k0 + step]
                                .to(maps.device), self.size).cpu()
             part = Tally.zeros(masks.shape[1], len(self.probe.concepts), self.labelcat.shape[1])
-            part.add(masks, segs, self.labelcat, self.fully)
+            part.add(masks, segs, self.labelcat, self.fully, self.union)
             self.tally.put(part, k0)
             if self.keep:
                 parts.append(masks)
@@ -243,16 +273,19 @@ class DissectionPass(L.LightningModule):
 
 def dissect(extractor, probe, transform, trainer, thresholds: torch.Tensor,
             size: tuple[int, int], keep: bool = False, batch_size: int = 64,
-            num_workers: int = 0):
+            num_workers: int = 0, union: str = "overlap"):
     """Run the dissection pass over ``probe``; returns ``(tally, labelcat, kept)`` with
     ``kept`` (when ``keep``) the ``(index [B], masks [B, K, P], segmentations)`` of every
-    batch of every rank, sorted by dataset index; the same on every rank."""
+    batch of every rank, sorted by dataset index; the same on every rank. ``union``: see
+    :data:`UNIONS`."""
+    if union not in UNIONS:
+        raise ValueError(f"explainer.union={union!r}: choose one of {list(UNIONS)}")
     require_session(trainer)
     _, labelcat = probe_categories(probe)
     data = _Transformed(probe, transform)
     loader = DataLoader(data, batch_size=batch_size, sampler=ShardSampler(data),
                         num_workers=num_workers, collate_fn=_collate)
-    module = DissectionPass(extractor, probe, thresholds, size, labelcat, keep)
+    module = DissectionPass(extractor, probe, thresholds, size, labelcat, keep, union)
     trainer.predict(module, dataloaders=loader, return_predictions=False)
     parts = gather_objects((module.tally, module.kept))
     tallies = [t for t, _ in parts if t is not None]
@@ -265,10 +298,24 @@ def dissect(extractor, probe, transform, trainer, thresholds: torch.Tensor,
     return tally, labelcat, kept
 
 
-def thresholds_of(ctx, probe, quantile: float, quantile_samples: int, seed: int):
-    """Each unit's activation at the top ``quantile`` of its map positions (MILAN's pass)."""
-    return ctx.exemplars(probe, k=1, quantile=1.0 - quantile,
-                         quantile_samples=quantile_samples, seed=seed).levels
+def authors_level(quantile: float) -> float:
+    """The level NetDissect-Lite reads its sketch at for the top ``quantile``:
+    ``readout(1000)[:, int(1000 * (1 - quantile) - 1)]``, i.e. ``994 / 999`` for 0.005."""
+    return int(1000 * (1 - quantile) - 1) / 999
+
+
+def thresholds_of(ctx, probe, quantile: float, quantile_samples: int, seed: int,
+                  rule: str = "exact"):
+    """Each unit's activation at the top ``quantile`` of its map positions (MILAN's pass):
+    ``exact`` = the ``1 - quantile`` quantile (linear rule); ``authors`` = at
+    :func:`authors_level` with mid-rank interpolation (NetDissect-Lite's readout)."""
+    if rule not in THRESHOLDS:
+        raise ValueError(f"explainer.threshold={rule!r}: choose one of {list(THRESHOLDS)}")
+    if rule == "exact":
+        return ctx.exemplars(probe, k=1, quantile=1.0 - quantile,
+                             quantile_samples=quantile_samples, seed=seed).levels
+    return ctx.exemplars(probe, k=1, quantile=authors_level(quantile),
+                         quantile_samples=quantile_samples, seed=seed, rule="midrank").levels
 
 
 def mask_size_arg(value):
@@ -288,10 +335,14 @@ class ProbeDissector(Explainer):
     at the top ``quantile`` of its map positions (MILAN's pass), a mask resolution."""
 
     def __init__(self, probe, quantile: float = 0.005, quantile_samples: int = 65536,
-                 mask_size=None, seed: int = 0):
+                 mask_size=None, seed: int = 0, threshold: str = "exact"):
+        if threshold not in THRESHOLDS:
+            raise ValueError(f"explainer.threshold={threshold!r}: choose one of "
+                             f"{list(THRESHOLDS)}")
         self.probe, self.quantile = probe, float(quantile)
         self.quantile_samples, self.seed = int(quantile_samples), int(seed)
         self.mask_size = mask_size_arg(mask_size)
+        self.threshold = threshold
 
     def cache_key(self) -> dict:
         return probe_cache_key(self, super().cache_key())
@@ -300,13 +351,22 @@ class ProbeDissector(Explainer):
         """(the probe set, its mask size ``(h, w)``, the units' thresholds ``[K]``)."""
         probe = instantiate(self.probe)
         return probe, mask_size(probe, self.mask_size), thresholds_of(
-            ctx, probe, self.quantile, self.quantile_samples, self.seed)
+            ctx, probe, self.quantile, self.quantile_samples, self.seed, self.threshold)
 
 
 class NetDissectExplainer(ProbeDissector):
-    """``explainer=netdissect``: label each unit with the probe concept of highest IoU."""
+    """``explainer=netdissect``: label each unit with the probe concept of highest IoU;
+    ``union`` (:data:`UNIONS`) picks the rule of the union's unit pixels."""
 
     name = "netdissect"
+
+    def __init__(self, probe, quantile: float = 0.005, quantile_samples: int = 65536,
+                 mask_size=None, seed: int = 0, threshold: str = "exact",
+                 union: str = "overlap"):
+        super().__init__(probe, quantile, quantile_samples, mask_size, seed, threshold)
+        if union not in UNIONS:
+            raise ValueError(f"explainer.union={union!r}: choose one of {list(UNIONS)}")
+        self.union = union
 
     def explain(self, ctx) -> Explanations:
         probe, size, thr = self.probe_and_thresholds(ctx)
@@ -315,7 +375,7 @@ class NetDissectExplainer(ProbeDissector):
         tally, labelcat, _ = dissect(ctx.model.spatial_extractor(ctx.layer.name), probe,
                                      ctx.model.transform, ctx.trainer(), thr, size,
                                      batch_size=ctx.cfg.batch_size,
-                                     num_workers=ctx.cfg.num_workers)
+                                     num_workers=ctx.cfg.num_workers, union=self.union)
         iou = tally.iou(labelcat)
         best, arg = iou.max(dim=1)
         names, _ = probe_categories(probe)

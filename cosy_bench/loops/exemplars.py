@@ -185,12 +185,17 @@ def sample_positions(index: torch.Tensor, positions: int, q: int, seed: int) -> 
                         for i in index.tolist()])
 
 
-def unit_quantile(values: torch.Tensor, quantile: float) -> torch.Tensor:
-    """Per-column quantile of values [n, K] -> [K], with torch.quantile's default ``linear``
-    rule, by ``kthvalue`` (no size limit, unlike torch.quantile's 16M elements)."""
+def unit_quantile(values: torch.Tensor, quantile: float, rule: str = "linear") -> torch.Tensor:
+    """Per-column quantile of values [n, K] -> [K] by ``kthvalue`` (no size limit, unlike
+    torch.quantile's 16M elements). ``linear``: torch.quantile's default, the value at
+    0-based rank ``quantile * (n - 1)``; ``midrank``: the value at ``quantile * n - 0.5``
+    (clamped to ``[0, n - 1]``), NetDissect-Lite's sketch readout on exact data (each
+    sample at the middle of its rank's probability mass); both interpolate linearly."""
+    if rule not in ("linear", "midrank"):
+        raise ValueError(f"quantile rule {rule!r}: choose linear or midrank")
     n = values.shape[0]
     columns = values.float().T.contiguous()  # [K, n]
-    pos = quantile * (n - 1)
+    pos = quantile * (n - 1) if rule == "linear" else min(max(quantile * n - 0.5, 0.0), n - 1)
     lo = min(int(math.floor(pos)), n - 1)
     below = columns.kthvalue(lo + 1, dim=1).values
     if lo + 1 >= n or pos == lo:
@@ -274,7 +279,8 @@ def _merge(parts: list[tuple[TopK, torch.Tensor] | None], k: int) -> tuple[TopK,
 
 def collect_exemplars(extractor: SpatialExtractor, dataset: Dataset, transform, trainer,
                       k: int = 15, quantile: float = 0.99, quantile_samples: int = 16384,
-                      seed: int = 0, batch_size: int = 64, num_workers: int = 0) -> Exemplars:
+                      seed: int = 0, batch_size: int = 64, num_workers: int = 0,
+                      rule: str = "linear") -> Exemplars:
     """MILAN's exemplars of every unit of ``extractor`` over the probe ``dataset``.
 
     Args:
@@ -290,6 +296,7 @@ def collect_exemplars(extractor: SpatialExtractor, dataset: Dataset, transform, 
             N > quantile_samples, a seeded ``quantile_samples / N`` share of the images gives
             one each, so memory stays bounded (about quantile_samples x K values) for any N.
         seed: seeds the positions sampled from each image, with its dataset index.
+        rule: the level's interpolation rule (:func:`unit_quantile`: linear or midrank).
 
     Returns:
         :class:`Exemplars` on the CPU: indices [K, k], scores [K, k], maps [K, k, h, w],
@@ -314,4 +321,4 @@ def collect_exemplars(extractor: SpatialExtractor, dataset: Dataset, transform, 
              top.indices.shape[0], quantile, samples.shape[0])
     # clone: tensors made in the predict loop are inference tensors, which refuse in-place use
     return Exemplars(indices=top.indices.long().clone(), scores=top.scores.float().clone(),
-                     maps=top.maps.float().clone(), levels=unit_quantile(samples, quantile).clone())
+                     maps=top.maps.float().clone(), levels=unit_quantile(samples, quantile, rule).clone())

@@ -17,8 +17,10 @@ def torchvision_categories(weights: str) -> list[str]:
     return list(get_weight(weights).meta["categories"])
 
 
-def places365_categories(path: str | None = None, url: str = PLACES365_URL) -> list[str]:
-    """Places365 category names (``/a/airfield 0`` -> ``airfield``).
+def places365_categories(path: str | None = None, url: str = PLACES365_URL,
+                         raw: bool = False) -> list[str]:
+    """Places365 category names (``/a/airfield 0`` -> ``airfield``, ``/b/bakery/shop 1`` ->
+    ``bakery shop``; ``raw``: as the CLIP-Dissect authors read them, ``bakery/shop``).
 
     Read from ``path``, else from the cache, else downloaded once into the cache.
     """
@@ -32,6 +34,9 @@ def places365_categories(path: str | None = None, url: str = PLACES365_URL) -> l
     for line in target.read_text(encoding="utf-8").splitlines():
         if line.strip():
             label = line.split()[0]
+            if raw:
+                names.append(label[3:])
+                continue
             parts = label.strip("/").split("/")[1:]  # drop the initial letter folder
             names.append(" ".join(p.replace("_", " ") for p in parts))
     return names

@@ -9,21 +9,36 @@ names; the toy world: ground truth), compare each explanation with it.
 * ``mpnet_cos``: cosine of all-mpnet-base-v2 sentence embeddings (mean pooling of the token
   embeddings over the attention mask, then L2 normalisation, as the model card says).
 
+``protocol``: ``clean`` (the above) or ``paper``, the CLIP-Dissect authors' evaluation
+(their ``experiments/table*_quantitative_*.ipynb``): strings compared after
+:func:`paper_word` (a trailing ``-s``, Broden's scene suffix, dropped; ``_`` as space; no
+lower-casing, ``/`` and ``-`` kept), the ground truth as they take it (:func:`paper_truths`:
+ImageNet's full WordNet lines such as ``"tench, Tinca tinca"``, Places365's raw names such as
+``"bakery/shop"``), and, given Broden's scenes, accuracy only over the classes with a Broden
+counterpart (``name-s`` in ``c_scene.csv``), the other classes NaN (left out of the mean).
+
 All return float64 ``[K]`` (one value per neuron). Text encoders are passed in as
 callables ``list[str] -> [K, D]``; :class:`MeanPooledEncoder` is the mpnet one (transformers).
-Imports nothing else of cosy_bench.
+Imports nothing else of cosy_bench but, lazily, the class-name readers of
+:mod:`cosy_bench.models.classes`.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
 
-__all__ = ["MeanPooledEncoder", "accuracy", "cosine", "label_similarity", "names_concept",
-           "normalize", "positive_text"]
+__all__ = ["PROTOCOLS", "MeanPooledEncoder", "accuracy", "broden_scenes", "cosine",
+           "imagenet_lemmas", "label_similarity", "names_concept", "normalize", "paper_accuracy",
+           "paper_truths", "paper_word", "positive_text"]
+
+PROTOCOLS = ("clean", "paper")
+#: the two ImageNet "crane" classes, as the authors' data/imagenet_labels.txt tells them apart
+_CRANES = {134: "crane, bird", 517: "crane, machine"}
 
 _NON_WORD = re.compile(r"[^a-z0-9]+")
 
@@ -46,6 +61,76 @@ def accuracy(explanations: Sequence[str], truths: Sequence[str]) -> Tensor:
                         dtype=torch.float64)
 
 
+def paper_word(text: str) -> str:
+    """The authors' ``process_word``: ``"kitchen-s"`` -> ``"kitchen"``, ``"sea_lion"`` ->
+    ``"sea lion"`` (nothing else changes)."""
+    text = str(text)
+    return (text[:-2] if text.endswith("-s") else text).replace("_", " ")
+
+
+def imagenet_lemmas() -> list[str]:
+    """ImageNet-1k's WordNet lines in class order (``"tench, Tinca tinca"``), offline from
+    timm's metadata, with the two cranes as the authors' file names them: their ground truth."""
+    from timm.data import ImageNetInfo
+
+    info = ImageNetInfo()
+    return [_CRANES.get(i, info.index_to_description(i)) for i in range(1000)]
+
+
+def paper_truths(truths: Sequence[str]) -> list[str]:
+    """The ground truth as the authors take it: torchvision's ImageNet names -> the WordNet
+    lines; the suite's Places365 names (``"bakery shop"``) -> the raw ones (``"bakery/shop"``,
+    from the same category file); anything else (the toy world) unchanged."""
+    truths = [str(t) for t in truths]
+    if len(truths) == 1000:
+        from cosy_bench.models.classes import torchvision_categories
+
+        if truths == torchvision_categories("ResNet18_Weights.IMAGENET1K_V1"):
+            return imagenet_lemmas()
+    if len(truths) == 365:
+        from cosy_bench.models.classes import places365_categories
+
+        try:
+            if truths == places365_categories():
+                return places365_categories(raw=True)
+        except OSError:  # no category file and no network: the names stay
+            pass
+    return truths
+
+
+def broden_scenes(root: str) -> set[str]:
+    """The scene names of a Broden folder's ``c_scene.csv`` (``"kitchen-s"``, ...)."""
+    import csv
+    from pathlib import Path
+
+    path = Path(str(root)).expanduser() / "c_scene.csv"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: scorer.label_similarity.broden must be "
+                                "a broden1_224 folder (python -m cosy_bench.data.broden)")
+    with open(path, newline="", encoding="utf-8") as f:
+        return {row["name"] for row in csv.DictReader(f)}
+
+
+def paper_accuracy(explanations: Sequence[str], truths: Sequence[str],
+                   scenes: set[str] | None = None) -> Tensor:
+    """float64 ``[K]``, the authors' top-1 accuracy: 1.0 where ``paper_word`` of explanation
+    and truth are equal. With Broden's ``scenes``, only classes whose raw name (``/`` as
+    ``-``) plus ``-s`` is a scene count, against that label as the authors spell it (``-``
+    as ``/``); the others are NaN."""
+    if len(explanations) != len(truths):
+        raise ValueError(f"{len(explanations)} explanations for {len(truths)} ground truths")
+    out = []
+    for e, t in zip(explanations, truths, strict=True):
+        t = str(t)
+        if scenes is None:
+            out.append(float(paper_word(e) == paper_word(t)))
+        elif t.replace("/", "-") + "-s" in scenes:
+            out.append(float(paper_word(e) == paper_word(t.replace("-", "/") + "-s")))
+        else:
+            out.append(math.nan)
+    return torch.tensor(out, dtype=torch.float64)
+
+
 def cosine(a: Tensor, b: Tensor) -> Tensor:
     """Row-wise cosine of embeddings ``a [K, D]`` and ``b [K, D]`` -> float64 ``[K]``."""
     if a.shape != b.shape or a.ndim != 2:
@@ -56,15 +141,26 @@ def cosine(a: Tensor, b: Tensor) -> Tensor:
 
 
 def label_similarity(explanations: Sequence[str], truths: Sequence[str],
-                     encoders: dict[str, Callable[[list[str]], Tensor]]) -> dict[str, Tensor]:
+                     encoders: dict[str, Callable[[list[str]], Tensor]],
+                     protocol: str = "clean", scenes: set[str] | None = None
+                     ) -> dict[str, Tensor]:
     """``{"accuracy": [K], "<name>_cos": [K] for each encoder}`` (float64).
 
     Args:
         explanations: the K neurons' explanations; truths: their K known concepts.
         encoders: e.g. ``{"clip": clip_text, "mpnet": mpnet_text}``; each maps a list of
             texts to embeddings ``[len, D]``.
+        protocol: ``clean`` or ``paper`` (the module docstring); ``scenes``: Broden's scene
+            names for the paper's accuracy (:func:`broden_scenes`), None: every class counts.
     """
-    out = {"accuracy": accuracy(explanations, truths)}
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"scorer.label_similarity.protocol={protocol!r}: choose one of "
+                         f"{list(PROTOCOLS)}")
+    if protocol == "paper":
+        truths = paper_truths(truths)
+        out = {"accuracy": paper_accuracy(explanations, truths, scenes)}
+    else:
+        out = {"accuracy": accuracy(explanations, truths)}
     texts = list(dict.fromkeys([*map(str, explanations), *map(str, truths)]))
     for name, encode in encoders.items():
         emb = encode(texts)

@@ -6,7 +6,9 @@ The probe set of a neuron is ``D = control (N) + concept (M)``, its concept vect
 [N, K]`` and ``concept [M, K]`` (column ``k`` = neuron ``k`` on its own explanation's images)
 and returns float64 ``[K]``, vectorised over neurons:
 
-* ``correlation``: Pearson of ``a`` and ``c`` (torchmetrics ``pearson_corrcoef``);
+* ``correlation``: Pearson of ``a`` and ``c`` (torchmetrics ``pearson_corrcoef``); NeuronEval's
+  ``correlation`` is this times ``(D - 1) / D`` (it standardises with the unbiased std and
+  averages over ``D``);
 * ``cosine``: ``a . c / (|a| |c|)``;
 * ``auprc``: NeuronEval's AUPRC: average precision of ``c`` as the score for the binarised
   neuron ``a >= top-alpha cutoff`` (torchmetrics ``multilabel_average_precision``);

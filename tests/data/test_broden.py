@@ -79,6 +79,27 @@ def test_concepts_categories_and_segmentation(broden):
     assert onehot.argmax(1).tolist() == [0, 1, 2, 3, 4]
 
 
+def test_primary_category_is_the_one_of_largest_coverage_in_c_csv(broden, caplog):
+    # without c_*.csv (above): by label.csv's counts, dog = object(2);part(1) -> object, with
+    # a warning; with them, as NetDissect-Lite, by coverage: dog covers more as a part
+    with caplog.at_level("WARNING", logger="cosy_bench"):
+        assert BrodenProbeSet(broden).categories[1] == "object"
+    assert "c_object.csv" in caplog.text
+    coverage = {"color": [(1, 0.2)], "object": [(2, 0.01)], "part": [(2, 0.05), (3, 0.1)],
+                "scene": [(4, 0.9)], "texture": [(5, 1.0)]}
+    for cat, rows in coverage.items():
+        with open(broden / f"c_{cat}.csv", "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["code", "number", "name", "frequency", "coverage"])
+            for code, (number, cov) in enumerate(rows, start=1):
+                w.writerow([code, number, LABELS[number - 1][1], 1, cov])
+    probe = BrodenProbeSet(broden)
+    assert probe.categories == ["color", "part", "part", "scene", "texture"]
+    # only the dissected categories compete: without part, dog is an object again
+    assert BrodenProbeSet(broden, categories=("object", "scene", "texture", "color")
+                          ).categories[1] == "object"
+
+
 def test_netdissect_tallies_a_broden_folder(broden):
     probe = BrodenProbeSet(broden)
     conv = nn.Conv2d(3, 2, 4, stride=4).eval().requires_grad_(False)  # maps [B, 2, 2, 2]

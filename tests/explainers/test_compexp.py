@@ -76,6 +76,23 @@ def test_penalty_prefers_shorter_formulas():
     assert harsh["iou"] < plain["iou"]
 
 
+def test_not_counts_as_one_more_unit_of_length_in_the_penalty():
+    # unit = c1 AND NOT c2 (IoU 1, authors' length 3: penalty 0.9^2 = 0.81) against c1 alone
+    # (IoU 50/60 = 0.833, length 1): the authors' length prefers c1; counting concepts only
+    # (length 2: 0.9 > 0.833) prefers the formula
+    labels = torch.zeros(100, 3, dtype=torch.bool)
+    labels[90:, 0], labels[:60, 1], labels[50:65, 2] = True, True, True
+    unit = (labels[:, 1] & ~labels[:, 2])[:, None]
+    names = ["c0", "c1", "c2"]
+    authors = compexp(unit, labels, names, length=2, beam_size=3, penalty=0.9)[0]
+    concepts_only = compexp(unit, labels, names, length=2, beam_size=3, penalty=0.9,
+                            not_length=False)[0]
+    assert authors["label"] == "c1" and authors["iou"] == pytest.approx(50 / 60)
+    assert concepts_only["label"] == "c1 AND NOT c2" and concepts_only["iou"] == 1.0
+    # without a penalty the rule cannot matter
+    assert compexp(unit, labels, names, length=2, beam_size=3)[0]["label"] == "c1 AND NOT c2"
+
+
 def test_only_the_authors_operators_and_no_negated_start():
     units, labels = case(1)
     for rec in compexp(units, labels, NAMES, length=3, beam_size=3):

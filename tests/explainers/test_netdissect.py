@@ -60,9 +60,11 @@ def trainer() -> L.Trainer:
                      enable_model_summary=False)
 
 
-def numpy_dissection(maps: np.ndarray, probe: RandomSegmentedProbe, quantile: float):
+def numpy_dissection(maps: np.ndarray, probe: RandomSegmentedProbe, quantile: float,
+                     union: str = "overlap"):
     """Per unit, per image, as NetDissect-Lite's tally: PIL bilinear resize, threshold,
-    counts; category-wise unit counts on images annotated in the category."""
+    counts; category-wise unit counts where the unit's pixels overlap a label of the category
+    (``overlap``, the authors') or on images annotated in it (``annotated``)."""
     thr = np.quantile(maps.transpose(1, 0, 2, 3).reshape(K, -1), 1 - quantile, axis=1)
     cat_names = sorted(set(CATEGORIES))
     iou = np.zeros((K, len(CONCEPTS)))
@@ -78,11 +80,13 @@ def numpy_dissection(maps: np.ndarray, probe: RandomSegmentedProbe, quantile: fl
             both += (full & hit).sum(axis=(1, 2))
             labels += full.sum(axis=(1, 2))
             for g in cat_names:
-                if any(full[c].any() for c in range(len(CONCEPTS)) if CATEGORIES[c] == g):
+                seen = [(full[c] & hit) if union == "overlap" else full[c]
+                        for c in range(len(CONCEPTS)) if CATEGORIES[c] == g]
+                if any(m.any() for m in seen):
                     units_cat[g] += hit.sum()
         for c in range(len(CONCEPTS)):
-            union = units_cat[CATEGORIES[c]] + labels[c] - both[c]
-            iou[k, c] = both[c] / union if union else 0.0
+            denom = units_cat[CATEGORIES[c]] + labels[c] - both[c]
+            iou[k, c] = both[c] / denom if denom else 0.0
     return thr, iou
 
 
@@ -103,6 +107,52 @@ def test_threshold_and_iou_equal_a_per_unit_numpy_computation():
     # the batch size does not matter
     again, _, _ = dissect(ext, probe, to_tensor, trainer(), levels, (MASK, MASK), batch_size=7)
     torch.testing.assert_close(again.iou(labelcat), iou)
+    # both rules at a lower threshold (top 5%), where they differ: the suite's former rule,
+    # kept as union=annotated, against its own reference
+    for union in ("overlap", "annotated"):
+        thr, ref = numpy_dissection(maps.numpy(), probe, 0.05, union=union)
+        got, _, _ = dissect(ext, probe, to_tensor, trainer(), torch.from_numpy(thr).float(),
+                            (MASK, MASK), batch_size=3, union=union)
+        np.testing.assert_allclose(got.iou(labelcat).numpy(), ref, rtol=0, atol=1e-6)
+        if union == "overlap":
+            first = ref
+    assert not np.allclose(first, ref)  # the two rules differ on this probe
+    with pytest.raises(ValueError, match="explainer.union='any'"):
+        dissect(ext, probe, to_tensor, trainer(), levels, (MASK, MASK), union="any")
+
+
+def test_the_overlap_rule_counts_unit_pixels_only_where_they_meet_the_category():
+    from cosy_bench.explainers.netdissect import Segmentation
+
+    # one image, 4 pixels; concept 0 (category A) on pixel 0, concept 1 (category B) on
+    # pixel 3, image-level concept 2 (category C); the unit fires on pixels 0 and 1
+    labelcat = torch.eye(3, dtype=torch.float64)
+    masks = torch.tensor([[[True, True, False, False]]])
+    seg = Segmentation(torch.tensor([[0, 1], [0, 3]]), torch.tensor([2]))
+    overlap, annotated = Tally.zeros(1, 3, 3), Tally.zeros(1, 3, 3)
+    overlap.add(masks, [seg], labelcat)
+    annotated.add(masks, [seg], labelcat, union="annotated")
+    # A: overlapped (2 unit pixels); B: on the image but not under the unit (0 under the
+    # authors' rule, 2 under the annotated one); C: image-level label (2)
+    assert overlap.units_cat.tolist() == [[2.0, 0.0, 2.0]]
+    assert annotated.units_cat.tolist() == [[2.0, 2.0, 2.0]]
+    # IoU of B: 0 / (0 + 1 - 0) either way, but A's union is 2 + 1 - 1
+    assert overlap.iou(labelcat).tolist() == [[0.5, 0.0, 2 / 4]]
+
+
+def test_authors_threshold_reads_the_midrank_quantile_at_994_of_999():
+    from cosy_bench.explainers.netdissect import authors_level
+    from cosy_bench.loops.exemplars import unit_quantile
+
+    assert authors_level(0.005) == 994 / 999
+    values = torch.arange(1000, dtype=torch.float32)[:, None]  # one unit, values 0..999
+    # linear: rank 0.995 * 999 = 994.005; mid-rank: 994/999 * 1000 - 0.5 = 994.49499...
+    assert unit_quantile(values, 0.995).item() == pytest.approx(994.005, abs=1e-3)
+    assert unit_quantile(values, authors_level(0.005), "midrank").item() == pytest.approx(
+        994 / 999 * 1000 - 0.5, abs=1e-3)
+    # mid-rank clamps at the ends to the extremes, as the sketch's min/max
+    assert unit_quantile(values, 0.0001, "midrank").item() == 0.0
+    assert unit_quantile(values, 0.9999, "midrank").item() == 999.0
 
 
 def test_unit_masks_upsample_like_pil():
@@ -151,3 +201,22 @@ def test_netdissect_names_the_toy_worlds_concept_units(compose, toy_cache, tmp_p
     assert report.summary["auc"]["mean"] >= 0.9
     row = report.rows[0]
     assert float(row["netdissect_iou"]) > 0.04 and row["netdissect_category"] == "colour"
+
+
+def test_union_and_threshold_overrides_compose_and_reach_the_explainer(compose):
+    from hydra.utils import instantiate
+
+    cfg = compose(["explainer=netdissect", "explainer.union=annotated",
+                   "explainer.threshold=authors"])
+    explainer = instantiate(cfg.explainer)
+    assert (explainer.union, explainer.threshold) == ("annotated", "authors")
+    key = explainer.cache_key()
+    assert key["union"] == "annotated" and key["threshold"] == "authors"
+    default = instantiate(compose(["explainer=netdissect"]).explainer)
+    assert (default.union, default.threshold) == ("overlap", "exact")
+    from hydra.errors import InstantiationException
+
+    with pytest.raises(InstantiationException, match="explainer.union='pixels'"):
+        instantiate(compose(["explainer=netdissect", "explainer.union=pixels"]).explainer)
+    compexp = instantiate(compose(["explainer=compexp", "explainer.threshold=authors"]).explainer)
+    assert compexp.threshold == "authors"

@@ -79,3 +79,44 @@ def test_a_layer_without_ground_truth_is_skipped_with_a_note(compose, cache_dir,
         report = run(cfg, tmp_path)
     assert "accuracy" not in report.summary and "auc" in report.summary
     assert any("label_similarity: skipped" in r.message for r in caplog.records)
+
+
+def test_paper_protocol_reads_words_and_truths_as_the_clip_dissect_authors():
+    from cosy_bench.scorers.label_similarity import (
+        imagenet_lemmas,
+        paper_accuracy,
+        paper_truths,
+        paper_word,
+    )
+
+    assert paper_word("kitchen-s") == "kitchen" and paper_word("sea_lion") == "sea lion"
+    assert paper_word("Sea Lion!") == "Sea Lion!"  # no lower-casing, punctuation kept
+    lemmas = imagenet_lemmas()
+    assert lemmas[0] == "tench, Tinca tinca" and lemmas[134] == "crane, bird"
+    assert lemmas[517] == "crane, machine" and len(set(lemmas)) == 1000
+    from cosy_bench.models.classes import torchvision_categories
+
+    tv = torchvision_categories("ResNet18_Weights.IMAGENET1K_V1")
+    assert paper_truths(tv) == lemmas and tv[0] == "tench"
+    assert paper_truths(["red", "circle"]) == ["red", "circle"]  # the toy world: unchanged
+    # Places365 raw names against Broden's scenes: oracle predictions spelled as Broden's
+    # concept list spells them ("elevator-freight elevator"); "bakery/shop" has no scene
+    truths = ["airfield", "elevator/freight_elevator", "bakery/shop", "amusement_park"]
+    scenes = {"airfield-s", "elevator-freight_elevator-s", "amusement_park-s", "kitchen-s"}
+    oracle = ["airfield", "elevator-freight elevator", "bakery-shop", "amusement park"]
+    got = paper_accuracy(oracle, truths, scenes)
+    # the '/' the authors put back does not match Broden's '-': 2 of the 3 counted classes
+    assert got[[0, 1, 3]].tolist() == [1.0, 0.0, 1.0] and torch.isnan(got[2])
+    assert accuracy(oracle, truths)[[0, 1, 3]].tolist() == [1.0, 1.0, 1.0]  # clean: all
+    out = label_similarity(oracle, truths, {}, protocol="paper", scenes=scenes)
+    assert torch.equal(out["accuracy"].nan_to_num(-1), got.nan_to_num(-1))
+    with pytest.raises(ValueError, match="protocol='exact'"):
+        label_similarity(oracle, truths, {}, protocol="exact")
+
+
+def test_paper_protocol_override_runs_as_typed(compose, cache_dir, tmp_path):
+    cfg = compose(toy(cache_dir, "layer=output", "explainer=ground_truth",
+                      "scorer.label_similarity.protocol=paper"))
+    assert cfg.scorer.label_similarity.protocol == "paper"
+    report = run(cfg, tmp_path)
+    assert report.summary["accuracy"]["mean"] == 1.0  # toy truths: unchanged by the paper

@@ -82,3 +82,58 @@ def test_auc_equals_torchmetrics_binary_auroc_inside_0_1_and_differs_by_the_sigm
     control, concept = big[:300], big[300:]
     assert SCORERS["auc"](control, concept)[0] == 1.0
     assert float(binary_auroc(torch.cat([control, concept])[:, 0].float(), target)) < 0.6
+
+
+def _their_correlation(control: torch.Tensor, concept: torch.Tensor) -> torch.Tensor:
+    """NeuronEval's ``correlation`` as its ``metrics.py`` defines it, rewritten: both vectors
+    standardised with the unbiased std (``torch.std``), then their dot product over ``D``."""
+    a = torch.cat([control, concept]).double()
+    c = torch.zeros_like(a)
+    c[control.shape[0]:] = 1.0
+
+    def standard(x):
+        x = x - x.mean(0, keepdim=True)
+        return x / x.std(0, keepdim=True).clamp_min(1e-9)
+
+    return (standard(a) * standard(c)).sum(0) / a.shape[0]
+
+
+def _their_inverse_auc(control: torch.Tensor, concept: torch.Tensor,
+                       gen: torch.Generator) -> torch.Tensor:
+    """NeuronEval's ``inverse_auc``, rewritten: ranks after adding uniform noise of 1e-7
+    (ties broken at random), rank sum of the concept inputs, as a Mann-Whitney U / (N M)."""
+    a = torch.cat([control, concept]).double()
+    a = a + 1e-7 * torch.rand(a.shape, generator=gen, dtype=torch.float64)
+    ranks = a.argsort(0).argsort(0).double()  # 0 = smallest
+    m, n = concept.shape[0], control.shape[0]
+    return (ranks[n:].sum(0) - m * (m - 1) / 2) / (m * n)
+
+
+def test_neuron_evals_correlation_is_ours_times_d_minus_1_over_d():
+    from cosy_bench.scorers.neuron_eval import correlation
+
+    gen = torch.Generator().manual_seed(0)
+    for n, m in ((50, 5), (200, 50), (1000, 3)):
+        control = torch.randn(n, 4, generator=gen, dtype=torch.float64)
+        concept = torch.randn(m, 4, generator=gen, dtype=torch.float64) + 1.0
+        d = n + m
+        ours, theirs = correlation(control, concept), _their_correlation(control, concept)
+        torch.testing.assert_close(theirs, ours * (d - 1) / d, rtol=1e-12, atol=1e-12)
+        assert not torch.allclose(theirs, ours, rtol=1e-6, atol=0)  # not equal as such
+
+
+def test_inverse_auc_ties_random_noise_there_mid_ranks_here():
+    from cosy_bench.scorers.cosy import auc
+
+    gen = torch.Generator().manual_seed(1)
+    control = torch.randn(300, 3, generator=gen, dtype=torch.float64)
+    concept = torch.randn(20, 3, generator=gen, dtype=torch.float64) + 0.5
+    # without ties they agree (to the noise, 1e-7 below any gap here)
+    torch.testing.assert_close(_their_inverse_auc(control, concept, gen),
+                               auc(control, concept).double(), rtol=0, atol=1e-12)
+    # with ties (a ReLU unit: zeros) theirs varies with the noise; mid-ranks give its mean
+    control, concept = control.clamp_min(0.0), concept.clamp_min(0.0)
+    draws = torch.stack([_their_inverse_auc(control, concept, gen) for _ in range(400)])
+    ours = auc(control, concept).double()
+    assert (draws.std(0) > 1e-3).all()  # the noise moves their value
+    torch.testing.assert_close(draws.mean(0), ours, rtol=0, atol=4 * draws.std(0).max() / 20)

@@ -1,9 +1,10 @@
 """The run record: what a run folder holds and how to read it back.
 
-A run writes ``explanations.csv`` (neuron, explanation, the explainer's columns),
-``results.csv`` (one row per scored neuron, with DeLong's 95% interval of its AUC in
-``auc_ci_low``/``auc_ci_high``), ``summary.json`` (per score: mean, std, n and the mean's 95%
-interval over neurons; the ground-truth match; the run's identity under ``"run"``),
+A run writes ``explanations.csv`` (neuron, rank, explanation, the explainer's columns),
+``results.csv`` (one row per scored neuron and rank (``explainer.top_k``), DeLong's 95%
+interval of its AUC in ``auc_ci_low``/``auc_ci_high``), ``summary.json`` (per score: mean,
+std, n and the mean's 95% interval over the rank-1 rows; the ground-truth match and coverage,
+best-of-K, polysemanticity (:mod:`cosy_bench.ranks`); the run's identity under ``"run"``),
 ``config.yaml``, ``top_control.csv`` (each neuron's top-8 control images by activation) and
 ``synthetic_images.csv`` (up to 8 synthetic image files per explanation).
 :class:`RunRecord` builds, writes and prints them; :meth:`RunRecord.read`, :func:`find_runs`
@@ -29,6 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from cosy_bench import __version__
 from cosy_bench.cache.store import write_text_atomic
+from cosy_bench.ranks import names_concept, positive_text, rank_summary  # noqa: F401
 from cosy_bench.scorers.intervals import auc_delong, interval, mean_ci, normal_quantile
 
 log = logging.getLogger("cosy_bench")
@@ -40,34 +42,6 @@ TOP_CONTROL, SYNTHETIC = "top_control.csv", "synthetic_images.csv"
 N_TOP, N_SYNTHETIC = 8, 8
 #: confidence level of every interval a run writes
 LEVEL = 0.95
-
-_WORD = re.compile(r"[a-z0-9]+")
-#: a negated term of a formula label: ``NOT`` (upper case, as formulas write it) and the
-#: concept up to the next ``AND`` / ``OR`` / parenthesis, or the parenthesised group after it
-_NEGATED = re.compile(r"\bNOT\s+(?:\([^()]*\)|.*?(?=\s+(?:AND|OR)\b|\)|$))")
-
-
-def _words(text: str) -> list[str]:
-    return [w.removesuffix("s") if len(w) > 3 else w for w in _WORD.findall(text.lower())]
-
-
-def positive_text(explanation: str) -> str:
-    """``explanation`` without its negated terms (``circle AND NOT red`` -> ``circle AND``;
-    a free-text lower-case "not" stays)."""
-    return _NEGATED.sub("", explanation)
-
-
-def names_concept(explanation: str, truth: str) -> bool:
-    """Does ``explanation`` name the ground-truth concept ``truth``?
-
-    Case-insensitive on words (a trailing plural ``s`` ignored): every word of the truth
-    appears in the explanation. A compositional explanation (``red AND circle``, ``striped
-    red circle``) counts when it contains the concept as a positive term: terms after
-    ``NOT`` (``circle AND NOT red``) do not count.
-    """
-    expl = set(_words(positive_text(explanation)))
-    return bool(_words(truth)) and all(w in expl for w in _words(truth))
-
 
 def summarize(values: torch.Tensor) -> dict:
     """``mean``, ``std`` (ddof 0) and ``n`` of the finite values, and the mean's ``LEVEL``
@@ -148,8 +122,8 @@ def _control_set(cfg: DictConfig):
 
 
 def _synthetic_images(items: dict) -> list[dict]:
-    return [{"concept": concept, "index": it.index, "path": str(it.path)}
-            for concept, its in items.items() for it in its[:N_SYNTHETIC]]
+    return [{"concept": c, "index": it.index, "path": str(it.path)} for c, its in items.items()
+            for it in its[:N_SYNTHETIC]]
 
 
 @dataclass
@@ -225,39 +199,45 @@ class RunRecord:
     def build(cls, cfg, neurons, texts, scores: dict[str, torch.Tensor], explanations, truth,
               stats: dict, n_control: int, items: dict, control: torch.Tensor | None = None,
               concept: torch.Tensor | None = None, control_index: torch.Tensor | None = None,
-              dataset=None) -> RunRecord:
-        """The record of a scored run. With ``control [N, K]`` and ``concept [M, K]`` (the
-        activations the scores came from) it adds DeLong's 95% AUC interval per neuron and
-        the top control images; ``control_index [N]`` maps control rows to dataset indices
-        and ``dataset`` (the control set) gives their files and its name."""
+              dataset=None, ranks: list[int] | None = None,
+              polysemanticity: torch.Tensor | None = None) -> RunRecord:
+        """The record of a scored run: one row per (neuron, rank) of ``neurons``/``texts``/
+        ``ranks`` [R] (``ranks`` None: all 1), ``polysemanticity`` [R] per row (NaN:
+        undefined; None: no column). With ``control [N, R]`` and ``concept [M, R]`` (the
+        activations the scores came from) it adds DeLong's 95% AUC interval per row and the
+        top control images; ``control_index [N]`` maps control rows to dataset indices and
+        ``dataset`` (the control set) gives their files and its name."""
         ci = None
         if control is not None and concept is not None:
             est, var = auc_delong(control, concept)
             ci = interval(est, var, normal_quantile(LEVEL))
+        ranks = [1] * len(neurons) if ranks is None else list(ranks)
         rows = []
-        for j, (k, text) in enumerate(zip(neurons, texts, strict=True)):
-            row = {"neuron": k, "explanation": text}
-            for col, vals in explanations.extra.items():
-                # typed as read back from a file, whether fresh or from the cache
-                row[col] = _number(str(vals.get(k, "")))
+        for j, (k, r, text) in enumerate(zip(neurons, ranks, texts, strict=True)):
+            row = {"neuron": k, "rank": r, "explanation": text}
+            for col in explanations.extra:  # typed as read back from a file
+                row[col] = _number(str(explanations.value(col, k, r)))
             if truth is not None:
                 row["ground_truth"] = truth[k]
             for name, vals in scores.items():
                 row[name] = float(vals[j])
                 if name == "auc" and ci is not None:
                     row["auc_ci_low"], row["auc_ci_high"] = float(ci[0][j]), float(ci[1][j])
+            if polysemanticity is not None:
+                p = float(polysemanticity[j])
+                row["polysemanticity"] = p if p == p else ""
             rows.append(row)
-        summary = {name: summarize(vals) for name, vals in scores.items()}
-        if truth is not None:
-            hits = [names_concept(r["explanation"], r["ground_truth"]) for r in rows]
-            summary["ground_truth_match"] = sum(hits) / len(hits) if hits else None
+        first = [j for j, r in enumerate(ranks) if r == 1]  # one row per neuron
+        summary = {name: summarize(vals[first]) for name, vals in scores.items()}
+        summary.update(rank_summary(rows, scores, truth is not None, summarize))
         summary["run"] = {**run_meta(cfg), **_dataset_names(dataset),
-                          "n_neurons": len(neurons), "n_control": n_control, **stats,
+                          "n_neurons": len(first), "top_k": max(ranks, default=1),
+                          "n_explanations": len(rows), "n_control": n_control, **stats,
                           "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                           "versions": versions()}
-        top = _top_control(control, neurons, control_index, dataset) if control is not None \
-            else []
-        return cls(rows, summary, explanations.to_csv(), cfg, items, top_control=top,
+        top = _top_control(control[:, first], [neurons[j] for j in first], control_index,
+                           dataset) if control is not None else []
+        return cls(rows, summary, explanations.to_csv(rank=True), cfg, items, top_control=top,
                    images=_synthetic_images(items), dataset=dataset)
 
     def results_csv(self) -> str:
@@ -284,8 +264,13 @@ class RunRecord:
         for name, stat in self.summary.items():
             if isinstance(stat, dict) and "mean" in stat and stat["mean"] is not None:
                 lines.append(f"  {name:<20} {stat['mean']:.4f} ± {stat['std']:.4f}  (n={stat['n']})")
-        if self.summary.get("ground_truth_match") is not None:
-            lines.append(f"  {'ground_truth_match':<20} {self.summary['ground_truth_match']:.4f}")
+        for name, stat in self.summary.get("best_of_k", {}).items():
+            if stat["mean"] is not None:
+                lines.append(f"  {'best-of-' + str(meta.get('top_k')) + ' ' + name:<20} "
+                             f"{stat['mean']:.4f} ± {stat['std']:.4f}  (n={stat['n']})")
+        for key in ("ground_truth_match", "ground_truth_coverage", "polysemanticity"):
+            if self.summary.get(key) is not None:
+                lines.append(f"  {key:<20} {self.summary[key]:.4f}")
         return "\n".join(lines)
 
     @classmethod
@@ -384,7 +369,7 @@ def scan_runs(root: str | Path) -> list[RunStatus]:
         except (OSError, ValueError) as err:
             out.append(RunStatus(folder, "unreadable", f"{SUMMARY}: {err}"))
             continue
-        n = record.meta.get("n_neurons")
+        n = record.meta.get("n_explanations", record.meta.get("n_neurons"))
         if not record.rows:
             out.append(RunStatus(folder, "partial", f"no {RESULTS} rows", record))
         elif n is not None and len(record.rows) != n:

@@ -288,7 +288,8 @@ class ProbeDissector(Explainer):
     at the top ``quantile`` of its map positions (MILAN's pass), a mask resolution."""
 
     def __init__(self, probe, quantile: float = 0.005, quantile_samples: int = 65536,
-                 mask_size=None, seed: int = 0):
+                 mask_size=None, seed: int = 0, top_k: int = 1):
+        self.set_top_k(top_k)
         self.probe, self.quantile = probe, float(quantile)
         self.quantile_samples, self.seed = int(quantile_samples), int(seed)
         self.mask_size = mask_size_arg(mask_size)
@@ -304,7 +305,8 @@ class ProbeDissector(Explainer):
 
 
 class NetDissectExplainer(ProbeDissector):
-    """``explainer=netdissect``: label each unit with the probe concept of highest IoU."""
+    """``explainer=netdissect``: label each unit with the probe concept of highest IoU
+    (``top_k > 1``: its ``top_k`` concepts of highest IoU, best first)."""
 
     name = "netdissect"
 
@@ -320,8 +322,16 @@ class NetDissectExplainer(ProbeDissector):
         best, arg = iou.max(dim=1)
         names, _ = probe_categories(probe)
         cat_of = labelcat.argmax(dim=1).tolist()
-        texts = {k: probe.concepts[c] for k, c in enumerate(arg.tolist())}
-        extra = {"netdissect_iou": {k: f"{v:.4f}" for k, v in enumerate(best.tolist())},
-                 "netdissect_category": {k: names[cat_of[c]] for k, c in
-                                         enumerate(arg.tolist())}}
-        return Explanations(texts, extra)
+        if self.top_k == 1:
+            texts = {k: probe.concepts[c] for k, c in enumerate(arg.tolist())}
+            extra = {"netdissect_iou": {k: f"{v:.4f}" for k, v in enumerate(best.tolist())},
+                     "netdissect_category": {k: names[cat_of[c]] for k, c in
+                                             enumerate(arg.tolist())}}
+            return Explanations(texts, extra)
+        top = torch.sort(iou, dim=1, descending=True, stable=True)
+        k_ = min(self.top_k, iou.shape[1])
+        vals, ids = top.values[:, :k_].tolist(), top.indices[:, :k_].tolist()
+        rows = [{"neuron": k, "label": probe.concepts[c], "netdissect_iou": f"{v:.4f}",
+                 "netdissect_category": names[cat_of[c]]}
+                for k in range(iou.shape[0]) for v, c in zip(vals[k], ids[k], strict=True)]
+        return Explanations.from_ranked(rows, ["netdissect_iou", "netdissect_category"])

@@ -10,6 +10,9 @@ Layers (the names the suite hooks):
   detect ``CONCEPTS[j]``; its raw logits [B, C] are the layer's activations.
 * ``fc``: ``nn.Linear(128, len(CLASS_NAMES))``, the classifier (the ``output`` layer), in
   parallel with ``concepts`` on the pooled features; ``forward`` returns its logits.
+* ``mixed``: ``nn.Linear(128, 12)`` on the pooled features, polysemantic units in
+  superposition (:mod:`cosy_bench.toyworld.mixed`); its weights ship in their own file and
+  are made last at initialisation, so the other layers do not depend on it.
 
 Inputs are 64 x 64 RGB images preprocessed by :func:`preprocess` (ToTensor + Normalize with
 :data:`MEAN`, :data:`STD`).
@@ -23,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from cosy_bench.toyworld.mixed import load_mixed_head, mixed_head
 from cosy_bench.toyworld.vocab import CLASS_NAMES, CONCEPTS
 
 MEAN: tuple[float, float, float] = (0.5, 0.5, 0.5)
@@ -72,6 +76,7 @@ class ToyCNN(nn.Module):
         self.avgpool = nn.AdaptiveAvgPool2d(1)  # [B, 128, 1, 1]
         self.concepts = nn.Linear(128, n_concepts)  # [B, 25]
         self.fc = nn.Linear(128, n_classes)  # [B, 48]
+        self.mixed = mixed_head(128)  # [B, 12]; last: the layers above draw the same init
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Pooled features [B, 128] of images x [B, 3, 64, 64]."""
@@ -86,10 +91,12 @@ class ToyCNN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Class logits [B, n_classes] of normalised images x [B, 3, 64, 64].
 
-        The ``concepts`` head runs too, so hooks on it see its activations.
+        The ``concepts`` and ``mixed`` heads run too, so hooks on them see their activations.
         """
-        logits, _ = self.forward_both(x)
-        return logits
+        h = self.features(x)
+        self.concepts(h)
+        self.mixed(h)
+        return self.fc(h)
 
 
 def preprocess_transform():
@@ -112,19 +119,21 @@ def preprocess(images: np.ndarray | torch.Tensor) -> torch.Tensor:
 
 def save_toy_cnn(model: ToyCNN, path: str | Path, metadata: dict[str, str] | None = None,
                  dtype: torch.dtype = torch.float16) -> None:
-    """Save the model's state dict as safetensors (floating tensors cast to ``dtype``)."""
+    """Save the model's state dict as safetensors (floating tensors cast to ``dtype``),
+    without the ``mixed`` head (it ships in its own file)."""
     from safetensors.torch import save_file
 
     state = {
         k: (v.to(dtype) if v.is_floating_point() else v).contiguous()
-        for k, v in model.state_dict().items()
+        for k, v in model.state_dict().items() if not k.startswith("mixed.")
     }
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(state, str(path), metadata=metadata)
 
 
-def load_toy_cnn(weights: str | Path | None = "toy_cnn", seed: int = 0) -> ToyCNN:
+def load_toy_cnn(weights: str | Path | None = "toy_cnn", seed: int = 0,
+                 mixed: str | Path | None = "toy_mixed") -> ToyCNN:
     """Build a :class:`ToyCNN` in eval mode.
 
     Args:
@@ -132,6 +141,9 @@ def load_toy_cnn(weights: str | Path | None = "toy_cnn", seed: int = 0) -> ToyCN
             the shipped weights ``cosy_bench/toyworld/weights/toy_cnn.safetensors``; any other
             string is the path of a safetensors file written by :func:`save_toy_cnn`.
         seed: seed of the random initialisation when ``weights`` is None.
+        mixed: the ``mixed`` head's weights (:func:`~cosy_bench.toyworld.mixed.load_mixed_head`:
+            ``"toy_mixed"`` the shipped head, a path, None its random initialisation);
+            ignored when ``weights`` is None (all random).
 
     Raises:
         FileNotFoundError: when the weights file does not exist (the message names the path
@@ -162,5 +174,12 @@ def load_toy_cnn(weights: str | Path | None = "toy_cnn", seed: int = 0) -> ToyCN
                          f"({err}); set model.weights to an intact file") from err
     model = ToyCNN()
     reference = model.state_dict()
-    model.load_state_dict({k: v.to(reference[k].dtype) for k, v in state.items()})
+    state = {k: v.to(reference[k].dtype) for k, v in state.items()}
+    missing = [k for k in reference if k not in state and not k.startswith("mixed.")]
+    unexpected = [k for k in state if k not in reference]
+    if missing or unexpected:
+        raise ValueError(f"{path} is not a toy CNN: missing {missing[:5]}, unexpected "
+                         f"{unexpected[:5]}")
+    model.load_state_dict(state, strict=False)
+    load_mixed_head(model.mixed, mixed)
     return model.eval()

@@ -29,18 +29,20 @@ class Explanations:
     more_extra: dict[str, dict[int, list[Any]]] = field(default_factory=dict)
 
     @classmethod
-    def from_ranked(cls, rows: list[dict], columns: list[str] = ()) -> Explanations:
-        """The table of ``rows`` (dicts with ``neuron``, ``label`` and ``columns``), each
-        neuron's rows best first: its first row is rank 1, the next ones ranks 2, 3, ..."""
+    def from_ranked(cls, rows: list[dict], columns: list[str] = (), text: str = "label"
+                    ) -> Explanations:
+        """The table of ``rows`` (dicts with ``neuron``, the explanation under ``text`` and
+        ``columns``), each neuron's rows best first: its first row is rank 1, the next ones
+        ranks 2, 3, ..."""
         out = cls({}, {c: {} for c in columns})
         for r in rows:
             k = int(r["neuron"])
             if k not in out.texts:
-                out.texts[k] = r["label"]
+                out.texts[k] = r[text]
                 for c in columns:
                     out.extra[c][k] = r[c]
             else:
-                out.more.setdefault(k, []).append(r["label"])
+                out.more.setdefault(k, []).append(r[text])
                 for c in columns:
                     out.more_extra.setdefault(c, {}).setdefault(k, []).append(r[c])
         return out
@@ -81,7 +83,7 @@ class Explanations:
                 if c not in ("neuron", "explanation", "rank")]
         if rows and "rank" in rows[0]:
             rows = sorted(rows, key=lambda r: (int(r["neuron"]), int(r["rank"])))
-        return cls.from_ranked([{**r, "label": r["explanation"]} for r in rows], cols)
+        return cls.from_ranked(rows, cols, text="explanation")
 
 
 class Explainer(ABC):

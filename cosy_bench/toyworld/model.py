@@ -65,9 +65,12 @@ class ToyCNN(nn.Module):
     Args:
         n_classes: outputs of ``fc`` (default ``len(CLASS_NAMES)`` = 48).
         n_concepts: outputs of ``concepts`` (default ``len(CONCEPTS)`` = 25).
+        mixed: add the ``mixed`` head (as :func:`load_toy_cnn` does); without it the state
+            dict is the trunk file's (training, MILAN's toy encoder).
     """
 
-    def __init__(self, n_classes: int = len(CLASS_NAMES), n_concepts: int = len(CONCEPTS)):
+    def __init__(self, n_classes: int = len(CLASS_NAMES), n_concepts: int = len(CONCEPTS),
+                 mixed: bool = False):
         super().__init__()
         self.conv1 = _block(3, 32, kernel=5, stride=2)  # [B, 32, 32, 32]
         self.conv2 = _block(32, 64, stride=2, n_convs=2)  # [B, 64, 16, 16]
@@ -76,7 +79,8 @@ class ToyCNN(nn.Module):
         self.avgpool = nn.AdaptiveAvgPool2d(1)  # [B, 128, 1, 1]
         self.concepts = nn.Linear(128, n_concepts)  # [B, 25]
         self.fc = nn.Linear(128, n_classes)  # [B, 48]
-        self.mixed = mixed_head(128)  # [B, 12]; last: the layers above draw the same init
+        if mixed:  # [B, 12]; made last: the layers above draw the same initialisation
+            self.mixed = mixed_head(128)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Pooled features [B, 128] of images x [B, 3, 64, 64]."""
@@ -95,7 +99,8 @@ class ToyCNN(nn.Module):
         """
         h = self.features(x)
         self.concepts(h)
-        self.mixed(h)
+        if hasattr(self, "mixed"):
+            self.mixed(h)
         return self.fc(h)
 
 
@@ -153,7 +158,7 @@ def load_toy_cnn(weights: str | Path | None = "toy_cnn", seed: int = 0,
         state = torch.random.get_rng_state()
         torch.manual_seed(seed)
         try:
-            model = ToyCNN()
+            model = ToyCNN(mixed=True)
         finally:
             torch.random.set_rng_state(state)
         return model.eval()
@@ -172,9 +177,9 @@ def load_toy_cnn(weights: str | Path | None = "toy_cnn", seed: int = 0,
     except Exception as err:  # SafetensorError names no file
         raise ValueError(f"toy CNN weights {path} are damaged or not a safetensors file "
                          f"({err}); set model.weights to an intact file") from err
-    model = ToyCNN()
+    model = ToyCNN(mixed=True)
     reference = model.state_dict()
-    state = {k: v.to(reference[k].dtype) for k, v in state.items()}
+    state = {k: v.to(reference[k].dtype) if k in reference else v for k, v in state.items()}
     missing = [k for k in reference if k not in state and not k.startswith("mixed.")]
     unexpected = [k for k in state if k not in reference]
     if missing or unexpected:

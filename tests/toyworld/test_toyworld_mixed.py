@@ -67,10 +67,14 @@ def test_the_trunk_and_its_file_are_unchanged_by_the_head():
     head = load_file(str(SHIPPED_MIXED))
     assert torch.equal(state["mixed.weight"].half(), head["weight"])
     # random initialisation of the other layers does not depend on the head (made last)
-    torch.manual_seed(3)
     from cosy_bench.toyworld.model import ToyCNN
 
-    with_head = ToyCNN().state_dict()
+    torch.manual_seed(3)
+    plain = ToyCNN().state_dict()
+    torch.manual_seed(3)
+    with_head = ToyCNN(mixed=True).state_dict()
+    assert set(plain) == set(shipped)
+    assert all(torch.equal(plain[k], with_head[k]) for k in plain)
     assert set(with_head) - set(shipped) == {"mixed.weight", "mixed.bias"}
 
 

@@ -29,6 +29,7 @@ from cosy_bench.explainers.base import Explainer, Explanations
 from cosy_bench.generators.base import Generator
 from cosy_bench.models import create_model
 from cosy_bench.models.layers import LayerExtractor
+from cosy_bench.ranks import expand, polysemanticity
 from cosy_bench.record import RunRecord, RunResult
 from cosy_bench.schema import validate
 from cosy_bench.scorers import registry, score_all
@@ -251,6 +252,16 @@ def text_scores(cfg: DictConfig, texts: list[str], truths: list[str] | None
     return label_similarity(texts, truths, encoders, protocol, scenes)
 
 
+def explanation_polysemanticity(cfg: DictConfig, neurons: list[int], texts: list[str]
+                                ) -> torch.Tensor:
+    """Per row [R], its neuron's polysemanticity (:func:`cosy_bench.ranks.polysemanticity`)
+    in the text space of the run's CLIP (the ``clip`` group; toy world: the toy CLIP)."""
+    from cosy_bench.models.clip import encode_texts
+
+    clip_model, _, tokenizer = instantiate(cfg.clip)
+    return polysemanticity(neurons, texts, lambda t: encode_texts(clip_model, tokenizer, t))
+
+
 def _control(ctx: RunContext, dataset, neurons: list[int]) -> SortedControl:
     """The control activations of ``neurons``, each column sorted once per (model, layer,
     control set) and cached for every job."""
@@ -281,10 +292,12 @@ def run(cfg: DictConfig, output_dir: str | Path):
     ctx.wanted = choose_neurons(cfg.neurons, list(range(num_neurons)), num_neurons)
     explainer: Explainer = instantiate(cfg.explainer)
     explanations = explain(ctx, explainer)
-    neurons = choose_neurons(cfg.neurons, list(explanations.texts), num_neurons)
-    texts = [explanations.texts[k] for k in neurons]
+    chosen = choose_neurons(cfg.neurons, list(explanations.texts), num_neurons)
+    # one row per (neuron, rank): a neuron with top_k explanations is scored top_k times
+    neurons, ranks, texts = expand(explanations, chosen)
     concepts = list(dict.fromkeys(texts))
-    log.info("%d neurons chosen, %d distinct explanations", len(neurons), len(concepts))
+    log.info("%d neurons chosen, %d explanations, %d distinct", len(chosen), len(texts),
+             len(concepts))
 
     generator: Generator = instantiate(cfg.generator)
     numeric = [name for name, node in scorer_nodes(cfg).items()
@@ -316,9 +329,12 @@ def run(cfg: DictConfig, output_dir: str | Path):
     truth = model.ground_truth(layer)
     scores.update(text_scores(cfg, texts, None if truth is None else
                               [truth[k] for k in neurons]))
+    poly = explanation_polysemanticity(cfg, neurons, texts) if max(ranks, default=1) > 1 \
+        else None
     record = RunRecord.build(RunResult(
         cfg, neurons, texts, scores, explanations, truth, ctx.stats, control.shape[0], items,
-        control=control, concept=concept, control_index=control_index, dataset=control_ds))
+        control=control, concept=concept, control_index=control_index, dataset=control_ds,
+        ranks=ranks, polysemanticity=poly))
     if is_rank_zero():  # under DDP only rank 0 writes and prints
         record.write(output_dir)
     return record

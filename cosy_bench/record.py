@@ -1,10 +1,11 @@
 """The run record: what a run folder holds and how to read it back.
 
-A run writes ``explanations.csv`` (neuron, explanation, the explainer's columns),
-``results.csv`` (one row per scored neuron, with DeLong's ``ci_level`` (95%) interval of its
-AUC in ``auc_ci_low``/``auc_ci_high``), ``summary.json`` (per score: mean, std, n and the
-mean's ``ci_level`` interval over neurons; the ground-truth match; the run's identity under
-``"run"``),
+A run writes ``explanations.csv`` (neuron, rank, explanation, the explainer's columns),
+``results.csv`` (one row per scored neuron and rank (``explainer.top_k``), with DeLong's
+``ci_level`` (95%) interval of its AUC in ``auc_ci_low``/``auc_ci_high``), ``summary.json`` (per
+score: mean, std, n and the mean's ``ci_level`` interval over the rank-1 rows; the ground-truth
+match and coverage, best-of-K, polysemanticity (:mod:`cosy_bench.ranks`); the run's identity
+under ``"run"``),
 ``config.yaml``, ``top_control.csv`` (each neuron's top-8 control images by activation) and
 ``synthetic_images.csv`` (up to 8 synthetic image files per explanation).
 :class:`RunRecord` builds, writes and prints them; :meth:`RunRecord.read` and
@@ -33,6 +34,7 @@ from cosy_bench import __version__
 from cosy_bench.cache.fingerprint import short_value
 from cosy_bench.cache.store import write_text_atomic
 from cosy_bench.generators.base import generator_id
+from cosy_bench.ranks import rank_summary
 from cosy_bench.scorers import registry
 from cosy_bench.scorers.intervals import auc_delong, interval, mean_ci, normal_quantile
 from cosy_bench.scorers.label_similarity import names_concept, positive_text  # noqa: F401
@@ -137,8 +139,8 @@ def _control_set(cfg: DictConfig):
 
 
 def _synthetic_images(items: dict) -> list[dict]:
-    return [{"concept": concept, "index": it.index, "path": str(it.path)}
-            for concept, its in items.items() for it in its[:N_SYNTHETIC]]
+    return [{"concept": c, "index": it.index, "path": str(it.path)} for c, its in items.items()
+            for it in its[:N_SYNTHETIC]]
 
 
 @dataclass
@@ -169,6 +171,10 @@ class RunResult:
     concept: torch.Tensor | None = None
     control_index: torch.Tensor | None = None
     dataset: object = None
+    #: rank of each row's explanation ``[R]`` (``None``: all 1, one row per neuron)
+    ranks: list[int] | None = None
+    #: per row, its neuron's polysemanticity ``[R]`` (NaN: undefined; ``None``: no column)
+    polysemanticity: torch.Tensor | None = None
 
 
 @dataclass
@@ -260,40 +266,47 @@ class RunRecord:
 
     @classmethod
     def build(cls, result: RunResult) -> RunRecord:
-        """The record of a scored run (:class:`RunResult`). With its ``control [N, K]`` and
-        ``concept [M, K]`` (the activations the scores came from) it adds DeLong's AUC
-        interval per neuron (at the config's ``ci_level``) and the top control images."""
+        """The record of a scored run (:class:`RunResult`): one row per (neuron, rank). With
+        its ``control [N, R]`` and ``concept [M, R]`` (the activations the scores came from)
+        it adds DeLong's AUC interval per row (at the config's ``ci_level``) and the top
+        control images."""
         cfg, neurons, level = result.cfg, result.neurons, float(result.cfg.ci_level)
+        control, explanations = result.control, result.explanations
         ci = None
-        if result.control is not None and result.concept is not None:
-            est, var = auc_delong(result.control, result.concept)
+        if control is not None and result.concept is not None:
+            est, var = auc_delong(control, result.concept)
             ci = interval(est, var, normal_quantile(level))
+        ranks = [1] * len(neurons) if result.ranks is None else list(result.ranks)
         rows = []
-        for j, (k, text) in enumerate(zip(neurons, result.texts, strict=True)):
-            row = {"neuron": k, "explanation": text}
-            for col, vals in result.explanations.extra.items():
-                # typed as read back from a file, whether fresh or from the cache
-                row[col] = _number(str(vals.get(k, "")))
+        for j, (k, r, text) in enumerate(zip(neurons, ranks, result.texts, strict=True)):
+            row = {"neuron": k, "rank": r, "explanation": text}
+            for col in explanations.extra:  # typed as read back from a file
+                row[col] = _number(str(explanations.value(col, k, r)))
             if result.truth is not None:
                 row["ground_truth"] = result.truth[k]
             for name, vals in result.scores.items():
                 row[name] = float(vals[j])
                 if name == "auc" and ci is not None:
                     row["auc_ci_low"], row["auc_ci_high"] = float(ci[0][j]), float(ci[1][j])
+            if result.polysemanticity is not None:
+                p = float(result.polysemanticity[j])
+                row["polysemanticity"] = p if p == p else ""
             rows.append(row)
-        summary = {name: summarize(vals, level, registry.aggregation(name), name)
+        first = [j for j, r in enumerate(ranks) if r == 1]  # one row per neuron
+        summary = {name: summarize(vals[first], level, registry.aggregation(name), name)
                    for name, vals in result.scores.items()}
-        if result.truth is not None:
-            hits = [names_concept(r["explanation"], r["ground_truth"]) for r in rows]
-            summary["ground_truth_match"] = sum(hits) / len(hits) if hits else None
+        summary.update(rank_summary(rows, result.scores, result.truth is not None,
+                                    lambda v: summarize(v, level)))
         summary["run"] = {**run_meta(cfg), **_dataset_names(result.dataset),
-                          "n_neurons": len(neurons), "n_control": result.n_control,
+                          "n_neurons": len(first), "top_k": max(ranks, default=1),
+                          "n_explanations": len(rows), "n_control": result.n_control,
                           **result.stats,
                           "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                           "versions": versions()}
-        top = [] if result.control is None else _top_control(
-            result.control, neurons, result.control_index, result.dataset)
-        return cls(rows, summary, result.explanations.to_csv(), cfg, result.items,
+        top = [] if control is None else _top_control(
+            control[:, first], [neurons[j] for j in first], result.control_index,
+            result.dataset)
+        return cls(rows, summary, explanations.to_csv(rank=True), cfg, result.items,
                    top_control=top, images=_synthetic_images(result.items),
                    dataset=result.dataset)
 
@@ -321,8 +334,13 @@ class RunRecord:
         for name, stat in self.summary.items():
             if isinstance(stat, dict) and "mean" in stat and stat["mean"] is not None:
                 lines.append(f"  {name:<20} {stat['mean']:.4f} ± {stat['std']:.4f}  (n={stat['n']})")
-        if self.summary.get("ground_truth_match") is not None:
-            lines.append(f"  {'ground_truth_match':<20} {self.summary['ground_truth_match']:.4f}")
+        for name, stat in self.summary.get("best_of_k", {}).items():
+            if stat["mean"] is not None:
+                lines.append(f"  {'best-of-' + str(meta.get('top_k')) + ' ' + name:<20} "
+                             f"{stat['mean']:.4f} ± {stat['std']:.4f}  (n={stat['n']})")
+        for key in ("ground_truth_match", "ground_truth_coverage", "polysemanticity"):
+            if self.summary.get(key) is not None:
+                lines.append(f"  {key:<20} {self.summary[key]:.4f}")
         return "\n".join(lines)
 
     @classmethod

@@ -91,5 +91,5 @@ def test_a_toy_world_run_outside_the_checkout(installed):
                  "dataset.n=64", "neurons.ids=[0,1]", "logger=none"], cwd=work, env=env)
     (results,) = work.glob("outputs/*/*/results.csv")
     lines = results.read_text().splitlines()
-    assert lines[0].startswith("neuron,explanation") and len(lines) == 3
+    assert lines[0].startswith("neuron,rank,explanation") and len(lines) == 3
     assert "auc" in proc.stdout

@@ -79,13 +79,13 @@ def test_run_leaves_explanations_results_and_summary(first_run):
                                                "summary.json", "config.yaml"}
 
     expl = _read_csv(out / "explanations.csv")
-    assert list(expl[0])[:2] == ["neuron", "explanation"]
+    assert list(expl[0])[:3] == ["neuron", "rank", "explanation"]
     assert len(expl) == 1000  # every logit is explained
     assert expl[0]["explanation"] == "tench"
 
     rows = _read_csv(out / "results.csv")
-    assert list(rows[0]) == ["neuron", "explanation", "ground_truth", "auc", "auc_ci_low",
-                             "auc_ci_high", "mad"]
+    assert list(rows[0]) == ["neuron", "rank", "explanation", "ground_truth", "auc",
+                             "auc_ci_low", "auc_ci_high", "mad"]
     assert len(rows) == 3  # debug=smoke samples 3 neurons
     neurons = [int(r["neuron"]) for r in rows]
     assert neurons == sorted(neurons) and len(set(neurons)) == 3

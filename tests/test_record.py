@@ -72,8 +72,8 @@ def test_report_writes_its_files_and_prints_the_table(tmp_path, capsys):
     assert summary["ground_truth_match"] == pytest.approx(2 / 3)
     assert summary["run"]["n_control"] == 16 and summary["run"]["images_generated"] == 4
     lines = (out / "results.csv").read_text().splitlines()
-    assert lines[0] == "neuron,explanation,ground_truth,auc,auc_ci_low,auc_ci_high,mad"
-    assert lines[3].startswith("2,goldfish,great white shark,0.2,")
+    assert lines[0] == "neuron,rank,explanation,ground_truth,auc,auc_ci_low,auc_ci_high,mad"
+    assert lines[3].startswith("2,1,goldfish,great white shark,0.2,")
     # what produced the scores, for the leaderboard and the report
     meta = summary["run"]
     assert meta["weights"] == "random" and meta["generator"] == "tiny"  # debug=smoke

@@ -51,8 +51,10 @@ def _iou(s: torch.Tensor, z: torch.Tensor, tot: torch.Tensor) -> torch.Tensor:
 
 def compexp(unit_masks: torch.Tensor, labels: torch.Tensor, concepts: Sequence[str],
             length: int = 3, beam_size: int = 5, penalty: float = 1.0,
-            chunk_size: int | None = None, not_length: bool = True) -> list[dict]:
-    """The best formula of every unit.
+            chunk_size: int | None = None, not_length: bool = True,
+            top_k: int = 1) -> list[dict]:
+    """The best formula of every unit (``top_k > 1``: its ``top_k`` best formulas of the final
+    beam, best first, one dict each, the units in order).
 
     Args:
         unit_masks: bool ``[N, K]``: unit ``k`` fires at sample (pixel) ``n``.
@@ -98,13 +100,16 @@ def compexp(unit_masks: torch.Tensor, labels: torch.Tensor, concepts: Sequence[s
     c_tot = y.shape[1]
     out = []
     for i in range(k):
-        rec = {"neuron": i, "label": None, "iou": math.nan, "length": 0, "terms": []}
-        if valid[i][0]:
-            terms = [(None if j == 0 else OPS[ops[i][0][j]], lits[i][0][j] % c_tot,
-                      lits[i][0][j] >= c_tot) for j in range(lens[i][0])]
-            rec.update(label=format_formula(terms, concepts), iou=vals[i][0],
-                       length=lens[i][0], terms=terms)
-        out.append(rec)
+        for s in range(min(top_k, len(valid[i]))):
+            if s and not valid[i][s]:
+                break
+            rec = {"neuron": i, "label": None, "iou": math.nan, "length": 0, "terms": []}
+            if valid[i][s]:
+                terms = [(None if j == 0 else OPS[ops[i][s][j]], lits[i][s][j] % c_tot,
+                          lits[i][s][j] >= c_tot) for j in range(lens[i][s])]
+                rec.update(label=format_formula(terms, concepts), iou=vals[i][s],
+                           length=lens[i][s], terms=terms)
+            out.append(rec)
     return out
 
 
@@ -131,9 +136,12 @@ class CompExpExplainer(ProbeDissector):
 
     def __init__(self, probe, length: int = 3, beam_size: int = 5, penalty: float = 1.0,
                  quantile: float = 0.005, quantile_samples: int = 65536, mask_size=None,
-                 seed: int = 0, threshold: str = "exact"):
-        super().__init__(probe, quantile, quantile_samples, mask_size, seed, threshold)
+                 seed: int = 0, threshold: str = "exact", top_k: int = 1):
+        super().__init__(probe, quantile, quantile_samples, mask_size, seed, threshold, top_k)
         self.length, self.beam_size, self.penalty = int(length), int(beam_size), float(penalty)
+        if self.top_k > self.beam_size:
+            raise ValueError(f"explainer.top_k={self.top_k} needs explainer.beam_size >= "
+                             f"{self.top_k} (the formulas come from the final beam)")
 
     def explain(self, ctx) -> Explanations:
         probe, size, thr = self.probe_and_thresholds(ctx)
@@ -144,7 +152,7 @@ class CompExpExplainer(ProbeDissector):
         log.info("CompExp: formulas of length <= %d (beam %d) for %d units over %d pixels",
                  self.length, self.beam_size, masks.shape[1], masks.shape[0])
         records = compexp(masks, labels, probe.concepts, length=self.length,
-                          beam_size=self.beam_size, penalty=self.penalty)
-        kept_r = [r for r in records if r["label"] is not None]
-        return Explanations({r["neuron"]: r["label"] for r in kept_r},
-                            {"compexp_iou": {r["neuron"]: f"{r['iou']:.4f}" for r in kept_r}})
+                          beam_size=self.beam_size, penalty=self.penalty, top_k=self.top_k)
+        kept_r = [{**r, "compexp_iou": f"{r['iou']:.4f}"} for r in records
+                  if r["label"] is not None]
+        return Explanations.from_ranked(kept_r, ["compexp_iou"])

@@ -234,8 +234,12 @@ class InvertExplainer(Explainer):
 
     def __init__(self, probe, length: int = 1, beam_size: int = 5, min_fraction: float = 0.0,
                  max_fraction: float = 0.5, mode: str = "positive", pvalue: bool = False,
-                 max_memory_gb: float | None = None):
+                 max_memory_gb: float | None = None, top_k: int = 1):
         self.probe = probe
+        self.set_top_k(top_k)  # the top_k formulas of the final beam, best first
+        if top_k > beam_size:
+            raise ValueError(f"explainer.top_k={top_k} needs explainer.beam_size >= {top_k} "
+                             f"(the top-K formulas come from the final beam; it is {beam_size})")
         self._max_memory_gb = max_memory_gb  # not in the cache key: chunks change no result
         self.length, self.beam_size = length, beam_size
         self.min_fraction, self.max_fraction = min_fraction, max_fraction
@@ -257,10 +261,11 @@ class InvertExplainer(Explainer):
                          length=self.length, beam_size=self.beam_size,
                          min_fraction=self.min_fraction, max_fraction=self.max_fraction,
                          mode=self.mode, pvalue=self.pvalue,
-                         max_memory_gb=self._max_memory_gb)
-        kept = [r for r in records if r["label"] is not None]
-        extra = {"invert_auc": {r["neuron"]: r["auc"] for r in kept},
-                 "invert_fraction": {r["neuron"]: r["fraction"] for r in kept}}
-        if self.pvalue:
-            extra["invert_pvalue"] = {r["neuron"]: r["pvalue"] for r in kept}
-        return Explanations({r["neuron"]: r["label"] for r in kept}, extra)
+                         max_memory_gb=self._max_memory_gb, return_beam=self.top_k > 1)
+        if self.top_k > 1:  # the beam's best top_k formulas of each neuron, best first
+            records = [{"neuron": r["neuron"], **b} for r in records
+                       for b in r["beam"][:self.top_k]]
+        kept = [{**r, "invert_auc": r["auc"], "invert_fraction": r["fraction"],
+                 "invert_pvalue": r.get("pvalue")} for r in records if r["label"] is not None]
+        return Explanations.from_ranked(kept, ["invert_auc", "invert_fraction",
+                                               *(["invert_pvalue"] if self.pvalue else [])])

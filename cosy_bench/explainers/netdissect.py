@@ -335,10 +335,12 @@ class ProbeDissector(Explainer):
     at the top ``quantile`` of its map positions (MILAN's pass), a mask resolution."""
 
     def __init__(self, probe, quantile: float = 0.005, quantile_samples: int = 65536,
-                 mask_size=None, seed: int = 0, threshold: str = "exact"):
+                 mask_size=None, seed: int = 0, threshold: str = "exact",
+                 top_k: int = 1):
         if threshold not in THRESHOLDS:
             raise ValueError(f"explainer.threshold={threshold!r}: choose one of "
                              f"{list(THRESHOLDS)}")
+        self.set_top_k(top_k)
         self.probe, self.quantile = probe, float(quantile)
         self.quantile_samples, self.seed = int(quantile_samples), int(seed)
         self.mask_size = mask_size_arg(mask_size)
@@ -355,8 +357,9 @@ class ProbeDissector(Explainer):
 
 
 class NetDissectExplainer(ProbeDissector):
-    """``explainer=netdissect``: label each unit with the probe concept of highest IoU;
-    ``union`` (:data:`UNIONS`) picks the rule of the union's unit pixels."""
+    """``explainer=netdissect``: label each unit with the probe concept of highest IoU
+    (``top_k > 1``: its ``top_k`` concepts of highest IoU, best first); ``union``
+    (:data:`UNIONS`) picks the rule of the union's unit pixels."""
 
     name = "netdissect"
 
@@ -380,8 +383,16 @@ class NetDissectExplainer(ProbeDissector):
         best, arg = iou.max(dim=1)
         names, _ = probe_categories(probe)
         cat_of = labelcat.argmax(dim=1).tolist()
-        texts = {k: probe.concepts[c] for k, c in enumerate(arg.tolist())}
-        extra = {"netdissect_iou": {k: f"{v:.4f}" for k, v in enumerate(best.tolist())},
-                 "netdissect_category": {k: names[cat_of[c]] for k, c in
-                                         enumerate(arg.tolist())}}
-        return Explanations(texts, extra)
+        if self.top_k == 1:
+            texts = {k: probe.concepts[c] for k, c in enumerate(arg.tolist())}
+            extra = {"netdissect_iou": {k: f"{v:.4f}" for k, v in enumerate(best.tolist())},
+                     "netdissect_category": {k: names[cat_of[c]] for k, c in
+                                             enumerate(arg.tolist())}}
+            return Explanations(texts, extra)
+        top = torch.sort(iou, dim=1, descending=True, stable=True)
+        k_ = min(self.top_k, iou.shape[1])
+        vals, ids = top.values[:, :k_].tolist(), top.indices[:, :k_].tolist()
+        rows = [{"neuron": k, "label": probe.concepts[c], "netdissect_iou": f"{v:.4f}",
+                 "netdissect_category": names[cat_of[c]]}
+                for k in range(iou.shape[0]) for v, c in zip(vals[k], ids[k], strict=True)]
+        return Explanations.from_ranked(rows, ["netdissect_iou", "netdissect_category"])

@@ -13,6 +13,11 @@ Three layouts are recognised from the header (extra columns are ignored):
 Texts are returned as written, only stripped of surrounding whitespace (no lower-casing:
 CoSy lower-cased MILAN's descriptions before generating images; that is the caller's choice).
 The module is pure Python (stdlib ``csv`` and ``ast``).
+
+Several explanations per neuron (``explainer.top_k``): any layout may add a ``rank`` column
+(1-based, 1 = best); a neuron then has one row per rank (a neuron twice at the same rank is
+an error) and the run keeps its ``top_k`` best ranks. A FALCON list gives its first
+``top_k`` phrases. Without ``top_k`` (1) only each neuron's best rank is read.
 """
 
 from __future__ import annotations
@@ -27,7 +32,8 @@ from pathlib import Path
 
 from cosy_bench.explainers.base import Explainer, Explanations
 
-__all__ = ["FORMATS", "PrecomputedExplainer", "detect_format", "read_explanations"]
+__all__ = ["FORMATS", "PrecomputedExplainer", "detect_format", "read_explanations",
+           "read_ranked"]
 
 #: Format name -> the columns a header must contain for it.
 FORMATS: dict[str, frozenset[str]] = {
@@ -125,6 +131,13 @@ def _detect(path: str | os.PathLike[str], header: list[str]) -> str:
     return matches[0]
 
 
+def _falcon_texts(cell: str) -> list[str]:
+    """Every phrase of a FALCON list, best first (the first is :func:`_falcon_text`)."""
+    _falcon_text(cell)  # its checks
+    return [p[0] for p in ast.literal_eval(cell.strip())
+            if isinstance(p, (list, tuple)) and p and isinstance(p[0], str) and p[0].strip()]
+
+
 def _falcon_text(cell: str) -> str:
     try:
         phrases = ast.literal_eval(cell.strip())
@@ -175,7 +188,8 @@ def read_explanations(
     layer: str | None = None,
     format: str | None = None,
 ) -> dict[int, str]:
-    """Read one layer's explanations from a published CSV file.
+    """Read one layer's explanations from a published CSV file (each neuron's best rank
+    where the file has a ``rank`` column; all of them: :func:`read_ranked`).
 
     Args:
         path: the CSV file (UTF-8).
@@ -197,6 +211,14 @@ def read_explanations(
             is empty, a FALCON list is malformed, the layer is missing or ambiguous, or the file
             has no rows. Messages name the file and the line.
     """
+    return {k: texts[0] for k, texts in read_ranked(path, layer, format, top_k=1).items()}
+
+
+def read_ranked(path: str | os.PathLike[str], layer: str | None = None,
+                format: str | None = None, top_k: int = 1) -> dict[int, list[str]]:
+    """Each neuron's ``top_k`` best explanations, best first (see :func:`read_explanations`
+    for the arguments and errors; a ``rank`` column orders a neuron's rows, a FALCON list
+    its phrases). Returns ``{neuron: [text of rank 1, rank 2, ...]}`` in file order."""
     header, rows = _read_rows(path)
     if format is None:
         fmt = _detect(path, header)
@@ -214,28 +236,38 @@ def read_explanations(
         rows = _select_layer(path, rows, layer)
 
     id_column, text_column = _COLUMNS[fmt]
+    ranked = "rank" in header
+    many = fmt == "falcon" and top_k > 1
     to_text: Callable[[str], str] = _falcon_text if fmt == "falcon" else str
-    explanations: dict[int, str] = {}
-    first_line: dict[int, int] = {}
+    explanations: dict[int, dict[int, list[str]]] = {}
+    first_line: dict[tuple[int, int], int] = {}
     for line, row in rows:
         where = f"{os.fspath(path)}, line {line}"
         try:
             neuron = _neuron_id(row[id_column])
         except ValueError as err:
             raise ValueError(f"{where}, column {id_column!r}: {err}") from None
-        if neuron in explanations:
+        try:
+            rank = _neuron_id(row["rank"]) if ranked else 1
+        except ValueError as err:
+            raise ValueError(f"{where}, column 'rank': {err} (ranks are 1, 2, ...; 1 = best)"
+                             ) from None
+        if (neuron, rank) in first_line:
             raise ValueError(
-                f"{where}: duplicate neuron {neuron} (first on line {first_line[neuron]})"
+                f"{where}: duplicate neuron {neuron}" + (f" at rank {rank}" if ranked else "")
+                + f" (first on line {first_line[neuron, rank]})"
             )
         try:
-            text = to_text(row[text_column]).strip()
+            texts = [t.strip() for t in _falcon_texts(row[text_column])] if many \
+                else [to_text(row[text_column]).strip()]
         except ValueError as err:
             raise ValueError(f"{where}, column {text_column!r}: {err}") from None
-        if not text:
+        if not texts[0]:
             raise ValueError(f"{where}: empty explanation for neuron {neuron}")
-        explanations[neuron] = text
-        first_line[neuron] = line
-    return explanations
+        explanations.setdefault(neuron, {})[rank] = texts
+        first_line[neuron, rank] = line
+    return {k: [t for r in sorted(by_rank) for t in by_rank[r]][:top_k]
+            for k, by_rank in explanations.items()}
 
 
 class PrecomputedExplainer(Explainer):
@@ -243,7 +275,9 @@ class PrecomputedExplainer(Explainer):
 
     name = "precomputed"
 
-    def __init__(self, path: str, layer: str | None = None, format: str | None = None):
+    def __init__(self, path: str, layer: str | None = None, format: str | None = None,
+                 top_k: int = 1):
+        self.set_top_k(top_k)
         self.path = path
         self.layer = layer
         self.format = format
@@ -256,4 +290,8 @@ class PrecomputedExplainer(Explainer):
 
     def explain(self, ctx) -> Explanations:
         kwargs = {"format": self.format} if self.format else {}
-        return Explanations(read_explanations(self.path, layer=self.layer, **kwargs))
+        if self.top_k == 1:
+            return Explanations(read_explanations(self.path, layer=self.layer, **kwargs))
+        ranked = read_ranked(self.path, layer=self.layer, top_k=self.top_k, **kwargs)
+        return Explanations.from_ranked([{"neuron": k, "label": t}
+                                         for k, texts in ranked.items() for t in texts])

@@ -1,5 +1,7 @@
-"""Per-neuron cards: a neuron's explanation, ground truth, scores with the AUC's 95% interval,
-up to 8 of its synthetic images and its top-8 control images by activation.
+"""Per-neuron cards: a neuron's explanation(s) (``explainer.top_k``: each of its K
+explanations, by rank, with its scores and images), ground truth, polysemanticity, scores with
+the AUC's 95% interval, up to 8 synthetic images per explanation and its top-8 control images
+by activation.
 
 Images are copied into the report as small thumbnails (``thumbs/``, one file per distinct
 source, never the originals). Control images come from the files the run recorded, or,
@@ -84,20 +86,28 @@ def _scores(row: dict) -> str:
     return " · ".join(parts)
 
 
-def card(record: RunRecord, row: dict, thumbs: Thumbnails, synthetic: dict[str, list[dict]],
-         top: dict[int, list[dict]]) -> str:
-    """The HTML of one neuron's card."""
-    neuron, text = row.get("neuron"), str(row.get("explanation", ""))
-    truth = row.get("ground_truth")
-    head = f'<div class="head"><b>#{escape(str(neuron))}</b> {escape(text)}'
+def card(record: RunRecord, rows: list[dict], thumbs: Thumbnails,
+         synthetic: dict[str, list[dict]], top: dict[int, list[dict]]) -> str:
+    """The HTML of one neuron's card: ``rows`` are its results rows, rank 1 first."""
+    row = rows[0]
+    neuron, truth = row.get("neuron"), row.get("ground_truth")
+    head = f'<div class="head"><b>#{escape(str(neuron))}</b> ' \
+        f'{escape(str(row.get("explanation", "")))}'
     if truth not in (None, ""):
         head += f' <span class="gt">truth: {escape(str(truth))}</span>'
-    syn = "".join(_img(thumbs.file(it["path"]), f"{text} #{it['index']}")
-                  for it in synthetic.get(text, [])[:N_SYNTHETIC])
+    if isinstance(row.get("polysemanticity"), float):
+        head += f' <span class="gt">polysemanticity {row["polysemanticity"]:.3f}</span>'
+    body = ""
+    for r in rows:
+        text = str(r.get("explanation", ""))
+        label = f"#{r['rank']} {escape(text)}: " if len(rows) > 1 else ""
+        syn = "".join(_img(thumbs.file(it["path"]), f"{text} #{it['index']}")
+                      for it in synthetic.get(text, [])[:N_SYNTHETIC])
+        body += (f'<div class="scores">{label}{_scores(r)}</div><div class="strip">'
+                 f'<span class="lab">synthetic</span>{syn or "none recorded"}</div>')
     ctl = "".join(_img(thumbs.control(record, it), f"control #{it['index']}: "
                        f"{float(it['activation']):.3g}") for it in top.get(int(neuron), []))
-    return (f'<div class="card">{head}</div><div class="scores">{_scores(row)}</div>'
-            f'<div class="strip"><span class="lab">synthetic</span>{syn or "none recorded"}</div>'
+    return (f'<div class="card">{head}</div>{body}'
             f'<div class="strip"><span class="lab">top control</span>{ctl or "none recorded"}'
             "</div></div>")
 
@@ -112,10 +122,14 @@ def run_cards(record: RunRecord, label: str, thumbs: Thumbnails, open_: bool = F
     for it in sorted(record.top_control, key=lambda r: (int(r["neuron"]), int(r["rank"]))):
         top.setdefault(int(it["neuron"]), []).append(it)
     meta = record.meta
-    cards = [card(record, row, thumbs, synthetic, top) for row in record.rows]
+    units: dict = {}  # a neuron's rows (several with explainer.top_k), rank 1 first
+    for row in record.rows:
+        units.setdefault(row.get("neuron"), []).append(row)
+    groups = [sorted(rs, key=lambda r: int(r.get("rank") or 1)) for rs in units.values()]
+    cards = [card(record, rs, thumbs, synthetic, top) for rs in groups]
     pages = []
     for start in range(0, len(cards), PAGE):
-        first, last = record.rows[start]["neuron"], record.rows[min(start + PAGE, len(cards)) - 1][
+        first, last = groups[start][0]["neuron"], groups[min(start + PAGE, len(cards)) - 1][0][
             "neuron"]
         body = "".join(cards[start:start + PAGE])
         if len(cards) <= PAGE:
@@ -126,6 +140,6 @@ def run_cards(record: RunRecord, label: str, thumbs: Thumbnails, open_: bool = F
                          f'<div class="cards">{body}</div></details>')
     title = (f"{escape(label)}: {escape(str(meta.get('model')))} / "
              f"{escape(str(meta.get('layer')))} / {escape(str(meta.get('explainer')))} "
-             f"({len(record.rows)} neurons)")
+             f"({len(groups)} neurons)")
     return (f'<details class="run"{" open" if open_ else ""}><summary>{title}</summary>'
             f'{"".join(pages)}</details>')

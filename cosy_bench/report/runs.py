@@ -57,7 +57,7 @@ def scan_runs(root: str | Path) -> list[RunStatus]:
         except (OSError, ValueError) as err:
             out.append(RunStatus(folder, "unreadable", f"{SUMMARY}: {err}"))
             continue
-        n = record.meta.get("n_neurons")
+        n = record.meta.get("n_explanations", record.meta.get("n_neurons"))
         if not record.rows:
             out.append(RunStatus(folder, "partial", f"no {RESULTS} rows", record))
         elif n is not None and len(record.rows) != n:

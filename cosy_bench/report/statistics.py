@@ -93,7 +93,9 @@ class Comparison:
 
 def _scores(record: RunRecord, score: str) -> dict[int, float]:
     out = {}
-    for row in record.rows:
+    for row in record.rows:  # rank 1 only (explainer.top_k: a unit's other rows follow)
+        if int(row.get("rank") or 1) != 1:
+            continue
         value = row.get(score)
         if isinstance(value, (int, float)) and math.isfinite(value):
             out[int(row["neuron"])] = float(value)

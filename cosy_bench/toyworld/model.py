@@ -10,6 +10,9 @@ Layers (the names the suite hooks):
   detect ``CONCEPTS[j]``; its raw logits [B, C] are the layer's activations.
 * ``fc``: ``nn.Linear(128, len(CLASS_NAMES))``, the classifier (the ``output`` layer), in
   parallel with ``concepts`` on the pooled features; ``forward`` returns its logits.
+* ``mixed``: ``nn.Linear(128, 12)`` on the pooled features, polysemantic units in
+  superposition (:mod:`cosy_bench.toyworld.mixed`); its weights ship in their own file and
+  are made last at initialisation, so the other layers do not depend on it.
 
 Inputs are 64 x 64 RGB images preprocessed by :func:`preprocess` (ToTensor + Normalize with
 :data:`MEAN`, :data:`STD`).
@@ -23,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from cosy_bench.toyworld.mixed import load_mixed_head, mixed_head
 from cosy_bench.toyworld.vocab import CLASS_NAMES, CONCEPTS
 
 MEAN: tuple[float, float, float] = (0.5, 0.5, 0.5)
@@ -61,9 +65,12 @@ class ToyCNN(nn.Module):
     Args:
         n_classes: outputs of ``fc`` (default ``len(CLASS_NAMES)`` = 48).
         n_concepts: outputs of ``concepts`` (default ``len(CONCEPTS)`` = 25).
+        mixed: add the ``mixed`` head (as :func:`load_toy_cnn` does); without it the state
+            dict is the trunk file's (training, MILAN's toy encoder).
     """
 
-    def __init__(self, n_classes: int = len(CLASS_NAMES), n_concepts: int = len(CONCEPTS)):
+    def __init__(self, n_classes: int = len(CLASS_NAMES), n_concepts: int = len(CONCEPTS),
+                 mixed: bool = False):
         super().__init__()
         self.conv1 = _block(3, 32, kernel=5, stride=2)  # [B, 32, 32, 32]
         self.conv2 = _block(32, 64, stride=2, n_convs=2)  # [B, 64, 16, 16]
@@ -72,6 +79,8 @@ class ToyCNN(nn.Module):
         self.avgpool = nn.AdaptiveAvgPool2d(1)  # [B, 128, 1, 1]
         self.concepts = nn.Linear(128, n_concepts)  # [B, 25]
         self.fc = nn.Linear(128, n_classes)  # [B, 48]
+        if mixed:  # [B, 12]; made last: the layers above draw the same initialisation
+            self.mixed = mixed_head(128)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Pooled features [B, 128] of images x [B, 3, 64, 64]."""
@@ -86,10 +95,13 @@ class ToyCNN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Class logits [B, n_classes] of normalised images x [B, 3, 64, 64].
 
-        The ``concepts`` head runs too, so hooks on it see its activations.
+        The ``concepts`` and ``mixed`` heads run too, so hooks on them see their activations.
         """
-        logits, _ = self.forward_both(x)
-        return logits
+        h = self.features(x)
+        self.concepts(h)
+        if hasattr(self, "mixed"):
+            self.mixed(h)
+        return self.fc(h)
 
 
 def preprocess_transform():
@@ -112,19 +124,21 @@ def preprocess(images: np.ndarray | torch.Tensor) -> torch.Tensor:
 
 def save_toy_cnn(model: ToyCNN, path: str | Path, metadata: dict[str, str] | None = None,
                  dtype: torch.dtype = torch.float16) -> None:
-    """Save the model's state dict as safetensors (floating tensors cast to ``dtype``)."""
+    """Save the model's state dict as safetensors (floating tensors cast to ``dtype``),
+    without the ``mixed`` head (it ships in its own file)."""
     from safetensors.torch import save_file
 
     state = {
         k: (v.to(dtype) if v.is_floating_point() else v).contiguous()
-        for k, v in model.state_dict().items()
+        for k, v in model.state_dict().items() if not k.startswith("mixed.")
     }
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(state, str(path), metadata=metadata)
 
 
-def load_toy_cnn(weights: str | Path | None = "toy_cnn", seed: int = 0) -> ToyCNN:
+def load_toy_cnn(weights: str | Path | None = "toy_cnn", seed: int = 0,
+                 mixed: str | Path | None = "toy_mixed") -> ToyCNN:
     """Build a :class:`ToyCNN` in eval mode.
 
     Args:
@@ -132,6 +146,9 @@ def load_toy_cnn(weights: str | Path | None = "toy_cnn", seed: int = 0) -> ToyCN
             the shipped weights ``cosy_bench/toyworld/weights/toy_cnn.safetensors``; any other
             string is the path of a safetensors file written by :func:`save_toy_cnn`.
         seed: seed of the random initialisation when ``weights`` is None.
+        mixed: the ``mixed`` head's weights (:func:`~cosy_bench.toyworld.mixed.load_mixed_head`:
+            ``"toy_mixed"`` the shipped head, a path, None its random initialisation);
+            ignored when ``weights`` is None (all random).
 
     Raises:
         FileNotFoundError: when the weights file does not exist (the message names the path
@@ -141,7 +158,7 @@ def load_toy_cnn(weights: str | Path | None = "toy_cnn", seed: int = 0) -> ToyCN
         state = torch.random.get_rng_state()
         torch.manual_seed(seed)
         try:
-            model = ToyCNN()
+            model = ToyCNN(mixed=True)
         finally:
             torch.random.set_rng_state(state)
         return model.eval()
@@ -163,19 +180,22 @@ def load_toy_cnn(weights: str | Path | None = "toy_cnn", seed: int = 0) -> ToyCN
     except Exception as err:  # SafetensorError names no file
         raise ValueError(f"toy CNN weights {path} are damaged or not a safetensors file "
                          f"({err}); set model.weights to an intact file") from err
-    model = ToyCNN()
+    model = ToyCNN(mixed=True)
     reference = model.state_dict()
     if str(meta.get("format", "")).startswith("cosy_bench.toy_clip"):
         raise ValueError(f"model.weights={str(weights)!r} is the toy CLIP's weights file, not "
                          "a toy CNN's: set model.weights to a file written by save_toy_cnn "
                          "(default: toy_cnn, the shipped one); the toy CLIP is the clip "
                          "group's (clip=toyworld, clip.weights=...)")
-    missing, unexpected = sorted(set(reference) - set(state)), sorted(set(state) - set(reference))
+    # the mixed head (layer=mixed) is shipped in its own file: a trunk file need not hold it
+    missing = sorted(k for k in set(reference) - set(state) if not k.startswith("mixed."))
+    unexpected = sorted(set(state) - set(reference))
     wrong = [k for k in set(reference) & set(state) if state[k].shape != reference[k].shape]
     if missing or unexpected or wrong:
         raise ValueError(f"model.weights={str(weights)!r} ({path}) holds no toy CNN state dict "
                          f"(missing {missing[:3]}, unexpected {unexpected[:3]}, other shapes "
                          f"{sorted(wrong)[:3]}): set model.weights to a file written by "
                          "save_toy_cnn (default: toy_cnn, the shipped one)")
-    model.load_state_dict({k: v.to(reference[k].dtype) for k, v in state.items()})
+    model.load_state_dict({k: v.to(reference[k].dtype) for k, v in state.items()}, strict=False)
+    load_mixed_head(model.mixed, mixed)
     return model.eval()

@@ -12,8 +12,9 @@ WEIGHTS = REPO / "cosy_bench" / "toyworld" / "weights"
 SHIPPED = sorted(p.name for p in WEIGHTS.glob("*.safetensors"))
 
 
-def test_the_three_toy_files_are_shipped():
-    assert SHIPPED == ["toy_clip.safetensors", "toy_cnn.safetensors", "toy_milan.safetensors"]
+def test_the_four_toy_files_are_shipped():
+    assert SHIPPED == ["toy_clip.safetensors", "toy_cnn.safetensors", "toy_milan.safetensors",
+                       "toy_mixed.safetensors"]
 
 
 @pytest.mark.parametrize("name", SHIPPED)

@@ -85,7 +85,8 @@ class ClipDissectExplainer(Explainer):
 
     def __init__(self, clip, probe, concepts, similarity: str = "soft_wpmi",
                  hparams: dict | None = None, chunk_size: int = 4096,
-                 max_memory_gb: float | None = None):
+                 max_memory_gb: float | None = None, top_k: int = 1):
+        self.set_top_k(top_k)  # the top_k concepts by similarity, best first
         self.clip, self.probe, self.concepts = clip, probe, concepts
         self.similarity = similarity
         self.hparams = dict(hparams or {})
@@ -99,7 +100,8 @@ class ClipDissectExplainer(Explainer):
         return {"name": self.name, "columns": 2,  # 2: with clip_margin
                 "clip": plain(self.clip), "probe": plain(self.probe),
                 "concepts": plain(self.concepts), "similarity": self.similarity,
-                "hparams": plain(self.hparams)}
+                "hparams": plain(self.hparams),
+                **({"top_k": self.top_k} if self.top_k != 1 else {})}
 
     def explain(self, ctx) -> Explanations:
         from cosy_bench.cache.fingerprint import module_fingerprint
@@ -167,8 +169,33 @@ class ClipDissectExplainer(Explainer):
         hparams.update(chunk_size=blocks["chunk_size"],
                        concept_chunk_size=blocks["concept_chunk_size"])
         sim = similarity(self.similarity, clip_feats, acts, **hparams)
-        records = label_neurons(sim, concepts)
-        kept = [r for r in records if r["label"] is not None]
-        return Explanations({r["neuron"]: r["label"] for r in kept},
-                            {"clip_similarity": {r["neuron"]: r["similarity"] for r in kept},
-                             "clip_margin": {r["neuron"]: r["margin"] for r in kept}})
+        records = label_neurons(sim, concepts) if self.top_k == 1 \
+            else label_top_k(sim, concepts, self.top_k)
+        kept = [{**r, "clip_similarity": r["similarity"], "clip_margin": r["margin"]}
+                for r in records if r["label"] is not None]
+        return Explanations.from_ranked(kept, ["clip_similarity", "clip_margin"])
+
+
+def label_top_k(sim: torch.Tensor, concepts: list[str], k: int) -> list[dict]:
+    """The ``k`` most similar concepts of each neuron, best first, as rows of
+    :func:`label_neurons` (``margin``: this concept's similarity minus the next one's);
+    rank 1 is :func:`label_neurons`' label (ties to the lower index), NaN rows are left out.
+
+    Args:
+        sim: [K, M] similarities of K neurons to M concepts.
+    """
+    s = torch.nan_to_num(torch.as_tensor(sim).double(), nan=-math.inf)
+    k = min(k, s.shape[1])
+    order = torch.sort(s, dim=1, descending=True, stable=True)
+    vals, ids = order.values[:, :k + 1].tolist(), order.indices[:, :k].tolist()
+    out = []
+    for n in range(s.shape[0]):
+        for r in range(k):
+            v = vals[n][r]
+            if v == -math.inf:
+                break
+            nxt = vals[n][r + 1] if r + 1 < len(vals[n]) else -math.inf
+            out.append({"neuron": n, "label": str(concepts[ids[n][r]]),
+                        "concept_index": ids[n][r], "similarity": v,
+                        "margin": v - nxt if nxt != -math.inf else math.nan})
+    return out

@@ -69,7 +69,9 @@ class MilanExplainer(Explainer):
                  quantile_samples: int = 16384, strategy: str | None = None,
                  beam_size: int | None = None, length: int | None = None,
                  temperature: float | None = None, trust_checkpoint: bool = False,
-                 random_encoder: str = "resnet101", batch_units: int = 8, seed: int = 0):
+                 random_encoder: str = "resnet101", batch_units: int = 8, seed: int = 0,
+                 top_k: int = 1):
+        self.set_top_k(top_k)  # the top_k reranked distinct captions of the beam
         self.probe, self.checkpoint = probe, str(checkpoint)
         self.k, self.quantile, self.quantile_samples = int(k), float(quantile), int(quantile_samples)
         self.strategy, self.beam_size, self.length = strategy, beam_size, length
@@ -103,11 +105,11 @@ class MilanExplainer(Explainer):
         # under DDP each rank describes its share of the units; all ranks get every record
         mine = [units[i] for i in shard(len(units), get_rank(), get_world_size())]
         described = describe_units(captioner, exemplars, probe, ctx.model.transform, mine,
-                                   batch_units=self.batch_units, **decoding)
+                                   batch_units=self.batch_units, top_k=self.top_k, **decoding)
         by_unit = {u: r for part in gather_objects(list(zip(mine, described, strict=True)))
                    for u, r in part}
-        records = [by_unit[u] for u in units]
-        texts = {u: r["description"].lower() for u, r in zip(units, records, strict=True)}
-        extra = {name: {u: f"{r[name]:.4f}" for u, r in zip(units, records, strict=True)}
-                 for name in ("score", "log_p_caption", "log_p_lm")}
-        return Explanations(texts, {f"milan_{k}": v for k, v in extra.items()})
+        names = ("score", "log_p_caption", "log_p_lm")
+        rows = [{"neuron": u, "label": r["description"].lower(),
+                 **{f"milan_{n}": f"{r[n]:.4f}" for n in names}}
+                for u in units for r in [by_unit[u], *by_unit[u].get("more", [])]]
+        return Explanations.from_ranked(rows, [f"milan_{n}" for n in names])

@@ -18,6 +18,7 @@ Shapes: U units (neurons), n exemplars per unit, F encoder features, V vocabular
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -380,12 +381,14 @@ class Captioner(nn.Module):
     @torch.no_grad()
     def describe(self, features: torch.Tensor, strategy: str | None = None,
                  temperature: float | None = None, beam_size: int | None = None,
-                 length: int | None = None) -> list[dict]:
+                 length: int | None = None, top_k: int = 1) -> list[dict]:
         """One description per unit of features [U, n, F].
 
         ``rerank`` (with an LM): the beam's caption maximising
         ``log p(d | E) - temperature * log p(d)``; ``beam``: the most likely caption.
-        Returns per unit ``{"description", "log_p_caption", "log_p_lm", "score"}``.
+        Returns per unit ``{"description", "log_p_caption", "log_p_lm", "score"}``; with
+        ``top_k > 1`` also ``"more"``: the next best distinct captions of the beam by the
+        same score (up to ``top_k - 1``, best first), dicts of the same keys.
         """
         strategy = strategy or self.strategy
         temperature = self.temperature if temperature is None else temperature
@@ -406,10 +409,24 @@ class Captioner(nn.Module):
         score = torch.where(torch.isfinite(beam.scores) & ~torch.isnan(score), score,
                             torch.full_like(score, float("-inf")))
         best = score.argmax(dim=1)
-        return [{"description": self.vocab.decode(beam.tokens[i, best[i]].tolist()),
-                 "log_p_caption": float(beam.scores[i, best[i]]),
-                 "log_p_lm": float(lm[i, best[i]]), "score": float(score[i, best[i]])}
-                for i in range(u)]
+
+        def caption(i: int, j: int) -> dict:
+            return {"description": self.vocab.decode(beam.tokens[i, j].tolist()),
+                    "log_p_caption": float(beam.scores[i, j]), "log_p_lm": float(lm[i, j]),
+                    "score": float(score[i, j])}
+
+        out = [caption(i, int(best[i])) for i in range(u)]
+        if top_k > 1:
+            order = torch.sort(score, dim=1, descending=True, stable=True).indices
+            for i, rec in enumerate(out):
+                seen, rec["more"] = {rec["description"]}, []
+                for j in order[i].tolist():
+                    alt = caption(i, j)
+                    if len(rec["more"]) < top_k - 1 and alt["description"] not in seen \
+                            and math.isfinite(alt["score"]):
+                        seen.add(alt["description"])
+                        rec["more"].append(alt)
+        return out
 
 
 def pmi_scores(log_p_caption: torch.Tensor, log_p_lm: torch.Tensor,

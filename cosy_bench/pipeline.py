@@ -29,13 +29,14 @@ from cosy_bench.explainers.base import Explainer, Explanations
 from cosy_bench.generators.base import Generator
 from cosy_bench.models import create_model
 from cosy_bench.models.layers import LayerExtractor
-from cosy_bench.record import RunRecord
+from cosy_bench.record import RunRecord, names_concept
 from cosy_bench.schema import validate
 from cosy_bench.scorers import SCORE_COLUMNS, score_all
 from cosy_bench.scorers.cosy import NEAR_CONSTANT_RTOL, near_constant
 from cosy_bench.scorers.label_similarity import TEXT_SCORERS, label_similarity
 from cosy_bench.scorers.sorted import SORTED_SCORERS, SortedControl, score_sorted
 from cosy_bench.synthetic import concept_activations, synthesise, synthesise_in_rounds, work_items
+from cosy_bench.units.kinds import Neurons, Units
 
 log = logging.getLogger("cosy_bench")
 
@@ -233,6 +234,9 @@ def run(cfg: DictConfig, output_dir: str | Path):
 
     # the control set first: a wrong path fails before any explanation or image is made
     control_ds = instantiate(cfg.dataset)
+    units: Units = instantiate(cfg.units) if cfg.get("units") is not None else Neurons()
+    ctx = units.attach(ctx, control_ds)  # units=sae: the latents of a sparse dictionary
+    num_neurons = ctx.num_neurons
     ctx.wanted = choose_neurons(cfg.neurons, list(range(num_neurons)), num_neurons)
     explainer: Explainer = instantiate(cfg.explainer)
     explanations = explain(ctx, explainer)
@@ -268,12 +272,14 @@ def run(cfg: DictConfig, output_dir: str | Path):
         log.warning("%d neurons have (near-)constant control activations (std below %g of "
                     "their scale), MAD 0: %s", len(flat), NEAR_CONSTANT_RTOL, flat[:20])
 
-    truth = model.ground_truth(layer)
-    scores.update(text_scores(cfg, texts, None if truth is None else
-                              [truth[k] for k in neurons]))
+    probe_truth = units.probe_truth(ctx)  # the AUROC rule, for neurons and latents alike
+    truth = model.ground_truth(layer) if ctx.units is None else probe_truth
+    scores.update(text_scores(cfg, texts, None if truth is None or ctx.units is not None
+                              else [truth[k] for k in neurons]))  # a latent's truth: a set
     record = RunRecord.build(cfg, neurons, texts, scores, explanations, truth, ctx.stats,
                              n_control=control.shape[0], items=items, control=control,
                              concept=concept, control_index=control_index, dataset=control_ds)
+    record.summary["units"] = units.summary(neurons, texts, probe_truth, names_concept)
     if is_rank_zero():  # under DDP only rank 0 writes and prints
         record.write(output_dir)
     return record

@@ -30,6 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 from cosy_bench import __version__
 from cosy_bench.cache.store import write_text_atomic
 from cosy_bench.scorers.intervals import auc_delong, interval, mean_ci, normal_quantile
+from cosy_bench.units.truth import truth_sets, units_meta
 
 log = logging.getLogger("cosy_bench")
 
@@ -87,7 +88,7 @@ def run_meta(cfg: DictConfig) -> dict:
     return {"model": cfg.model.name, "layer": cfg.layer.name or cfg.model.default_layer,
             "explainer": cfg.explainer_name, "generator": cfg.generator_name,
             "prompt": cfg.prompt.name, "weights": "random" if weights is None else str(weights),
-            "n_images": cfg.n_images, "seed": cfg.seed}
+            "n_images": cfg.n_images, "seed": cfg.seed, **units_meta(cfg)}
 
 
 def versions() -> dict:
@@ -248,8 +249,10 @@ class RunRecord:
                     row["auc_ci_low"], row["auc_ci_high"] = float(ci[0][j]), float(ci[1][j])
             rows.append(row)
         summary = {name: summarize(vals) for name, vals in scores.items()}
-        if truth is not None:
-            hits = [names_concept(r["explanation"], r["ground_truth"]) for r in rows]
+        if truth is not None:  # a unit's truth: one concept or several ("a|b"); none: left out
+            sets = truth_sets([r["ground_truth"] for r in rows])
+            hits = [any(names_concept(r["explanation"], c) for c in s)
+                    for r, s in zip(rows, sets, strict=True) if s]
             summary["ground_truth_match"] = sum(hits) / len(hits) if hits else None
         summary["run"] = {**run_meta(cfg), **_dataset_names(dataset),
                           "n_neurons": len(neurons), "n_control": n_control, **stats,

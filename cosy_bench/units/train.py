@@ -27,7 +27,7 @@ AUX_WEIGHT = 1 / 32
 #: below this many multiply-adds per step's encoder product (batch x d_in x d_sae), a CPU
 #: trains on one thread: intra-op threads cost more than such small products gain (65x
 #: slower with 2 busy cores at 256 x 25 x 100)
-ONE_THREAD_BELOW = 2**24
+ONE_THREAD_BELOW = 2**27
 
 
 @dataclass(frozen=True)

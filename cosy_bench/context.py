@@ -42,6 +42,25 @@ class RunContext:
     stats: dict = field(default_factory=dict)
     #: the neurons the run will evaluate (``neurons`` config), known before explaining
     wanted: list[int] | None = None
+    #: ``units=sae``: the sparse dictionary whose latents are the run's units (``encode_rows``,
+    #: ``wrap_spatial``), its part of every cache key, and the context of the layer's neurons
+    units: object = None
+    units_key: dict | None = None
+    base: RunContext | None = None
+
+    def with_units(self, units, key: dict, num_units: int) -> RunContext:
+        """The context whose units are ``units``' latents of this context's neurons: every
+        activation (control, probe, synthetic images, unit maps) goes through its encoder
+        and every cache key holds ``key``."""
+        return RunContext(self.cfg, self.cache, self.model, self.layer,
+                          units.wrap(self.extractor), num_units, stats=self.stats,
+                          units=units, units_key=key, base=self)
+
+    def spatial_extractor(self):
+        """The unit maps [B, K, h, w] of the layer (latent maps under ``units=sae``: the
+        encoder applied at every position)."""
+        extractor = self.model.spatial_extractor(self.layer.name)
+        return extractor if self.units is None else self.units.wrap_spatial(extractor)
 
     def trainer(self, name: str | None = None):
         """The run's Lightning trainer; ``name`` labels its progress bar (the pass)."""
@@ -82,7 +101,8 @@ class RunContext:
                 "weights_sha256": self._weights_digest,
                 "layer": self.layer.name, "module": self.layer.module,
                 "reduction": self.layer.reduction,
-                **({"precision": precision} if precision not in (None, "float32") else {})}
+                **({"precision": precision} if precision not in (None, "float32") else {}),
+                **({"units": self.units_key} if self.units_key is not None else {})}
 
     def dataset_key(self, dataset) -> dict:
         """The dataset part of a cache key: its name and, for image files, their contents."""
@@ -132,6 +152,12 @@ class RunContext:
             return (acts, index) if with_index else acts
 
         def compute():
+            if self.base is not None:  # latents: the encoder on the (cached) neurons'
+                acts, index = self.base.activations(dataset, what, with_index=True)
+                log.info("%s activations: encoding %d images into %d latents", what,
+                         acts.shape[0], self.num_neurons)
+                return {"activations": self.units.encode_rows(acts), "index": index,
+                        "skipped": torch.tensor(self.stats[f"{what}_skipped"])}
             log.info("%s activations: computing on %d images of %s", what, len(dataset),
                      dataset.name)
             acts, index = collect_activations(
@@ -219,7 +245,7 @@ class RunContext:
         def compute():
             log.info("exemplars: top-%d images of %d units on %d images of %s", k,
                      self.num_neurons, len(dataset), dataset.name)
-            ex = collect_exemplars(self.model.spatial_extractor(self.layer.name), dataset,
+            ex = collect_exemplars(self.spatial_extractor(), dataset,
                                    self.model.transform, self.trainer("exemplars"), k=k,
                                    quantile=quantile, rule=rule,
                                    quantile_samples=quantile_samples, seed=seed,

@@ -138,6 +138,11 @@ class WandbLogger:
                         run.summary[f"{name}/{key}"] = stat[key]
             if record.summary.get("ground_truth_match") is not None:
                 run.summary["ground_truth_match"] = record.summary["ground_truth_match"]
+            units = record.summary.get("units") or {}  # units=sae: its dictionary's figures
+            for key, value in {**units, **{f"sae/{k}": v for k, v in
+                                           (units.get("sae") or {}).items()}}.items():
+                if isinstance(value, (int, float, str)) and value is not None:
+                    run.summary[f"units/{key}"] = value
             for key, value in meta.items():
                 if key not in CONFIG_KEYS and isinstance(value, (bool, int, float, str)):
                     run.summary[f"run/{key}"] = value

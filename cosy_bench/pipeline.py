@@ -29,7 +29,7 @@ from cosy_bench.explainers.base import Explainer, Explanations
 from cosy_bench.generators.base import Generator
 from cosy_bench.models import create_model
 from cosy_bench.models.layers import LayerExtractor
-from cosy_bench.ranks import expand, polysemanticity
+from cosy_bench.ranks import expand, names_concept, polysemanticity
 from cosy_bench.record import RunRecord, RunResult
 from cosy_bench.schema import validate
 from cosy_bench.scorers import registry, score_all
@@ -37,6 +37,7 @@ from cosy_bench.scorers.cosy import NEAR_CONSTANT_RTOL, near_constant
 from cosy_bench.scorers.label_similarity import label_similarity
 from cosy_bench.scorers.sorted import SortedControl, score_sorted
 from cosy_bench.synthetic import concept_activations, synthesise, synthesise_in_rounds, work_items
+from cosy_bench.units.kinds import Neurons, Units
 
 log = logging.getLogger("cosy_bench")
 
@@ -289,6 +290,9 @@ def run(cfg: DictConfig, output_dir: str | Path):
 
     # the control set first: a wrong path fails before any explanation or image is made
     control_ds = instantiate(cfg.dataset)
+    units: Units = instantiate(cfg.units) if cfg.get("units") is not None else Neurons()
+    ctx = units.attach(ctx, control_ds)  # units=sae: the latents of a sparse dictionary
+    num_neurons = ctx.num_neurons
     ctx.wanted = choose_neurons(cfg.neurons, list(range(num_neurons)), num_neurons)
     explainer: Explainer = instantiate(cfg.explainer)
     explanations = explain(ctx, explainer)
@@ -326,15 +330,20 @@ def run(cfg: DictConfig, output_dir: str | Path):
         log.warning("%d neurons have (near-)constant control activations (std below %g of "
                     "their scale), MAD 0: %s", len(flat), NEAR_CONSTANT_RTOL, flat[:20])
 
-    truth = model.ground_truth(layer)
-    scores.update(text_scores(cfg, texts, None if truth is None else
-                              [truth[k] for k in neurons]))
+    probe_truth = units.probe_truth(ctx)  # the AUROC rule, for neurons and latents alike
+    truth = model.ground_truth(layer) if ctx.units is None else probe_truth
+    scores.update(text_scores(cfg, texts, None if truth is None or ctx.units is not None
+                              else [truth[k] for k in neurons]))  # a latent's truth: a set
     poly = explanation_polysemanticity(cfg, neurons, texts) if max(ranks, default=1) > 1 \
         else None
     record = RunRecord.build(RunResult(
         cfg, neurons, texts, scores, explanations, truth, ctx.stats, control.shape[0], items,
         control=control, concept=concept, control_index=control_index, dataset=control_ds,
         ranks=ranks, polysemanticity=poly))
+    first = [j for j, r in enumerate(ranks) if r == 1]  # the units block: rank-1 explanations
+    record.summary["units"] = units.summary([neurons[j] for j in first],
+                                            [texts[j] for j in first], probe_truth,
+                                            names_concept)
     if is_rank_zero():  # under DDP only rank 0 writes and prints
         record.write(output_dir)
     return record

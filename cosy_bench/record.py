@@ -41,6 +41,7 @@ from cosy_bench.scorers.label_similarity import names_concept, positive_text  # 
 
 if TYPE_CHECKING:
     from cosy_bench.explainers.base import Explanations
+from cosy_bench.units.truth import units_meta
 
 log = logging.getLogger("cosy_bench")
 
@@ -78,7 +79,7 @@ def run_meta(cfg: DictConfig) -> dict:
             "explainer": cfg.explainer_name, "generator": generator_id(cfg),
             "generator_option": cfg.generator_name, "prompt": cfg.prompt.name,
             "weights": "random" if weights is None else short_value(str(weights)),
-            "n_images": cfg.n_images, "seed": cfg.seed}
+            "n_images": cfg.n_images, "seed": cfg.seed, **units_meta(cfg)}
 
 
 def versions() -> dict:

@@ -21,7 +21,7 @@ LAYERS = {
     "models": 1, "toyworld": 1, "schema": 1,
     "loops": 2,
     "context": 3,
-    "explainers": 4,
+    "explainers": 4, "units": 4,
     "record": 5, "synthetic": 5, "pipeline": 5, "ranks": 5,
     "loggers": 6, "leaderboard": 6, "experiments": 6, "run": 6, "bench": 6, "app": 6,
     "toyworld.training": 6, "__main__": 6, "report": 6, "api": 6,

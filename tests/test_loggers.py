@@ -250,3 +250,20 @@ def test_auto_logger(monkeypatch):
     assert NoLogger().log_run(None, None, Path(".")) is None
 
 
+
+
+def test_units_block_reaches_wandb(compose, tmp_path, wandb_offline):
+    """units=sae: the truth rule's figures and the dictionary's R^2 are in the W&B summary."""
+    from hydra.utils import instantiate
+
+    report = record_by_hand(tmp_path, n_images=2)
+    report.summary["units"] = {"kind": "sae", "monosemantic_fraction": 0.75, "n_with_truth": 4,
+                               "ground_truth_match": None, "sae": {"r2": 0.9, "l0": 8.0}}
+    cfg = compose(["model=resnet18", "debug=smoke", "logger=wandb", "logger.mode=offline"])
+    out = tmp_path / "run"
+    out.mkdir()
+    instantiate(cfg.logger).log_run(report.cfg, report, out, group="g")
+    (run_dir,) = (out / "wandb").glob("offline-run-*")
+    summary = _wandb_summary(run_dir)
+    assert summary["units/kind"] == "sae" and summary["units/monosemantic_fraction"] == 0.75
+    assert summary["units/sae/r2"] == 0.9 and "units/ground_truth_match" not in summary

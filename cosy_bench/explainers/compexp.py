@@ -145,7 +145,7 @@ class CompExpExplainer(ProbeDissector):
 
     def explain(self, ctx) -> Explanations:
         probe, size, thr = self.probe_and_thresholds(ctx)
-        _, _, kept = dissect(ctx.model.spatial_extractor(ctx.layer.name), probe,
+        _, _, kept = dissect(ctx.spatial_extractor(), probe,
                              ctx.model.transform, ctx.trainer(), thr, size, keep=True,
                              batch_size=ctx.cfg.batch_size, num_workers=ctx.cfg.num_workers)
         masks, labels = pixel_samples(kept, len(probe.concepts))

@@ -375,7 +375,7 @@ class NetDissectExplainer(ProbeDissector):
         probe, size, thr = self.probe_and_thresholds(ctx)
         log.info("NetDissect: tallying %d units against %d concepts on %d probe images at "
                  "%dx%d", thr.numel(), len(probe.concepts), len(probe), *size)
-        tally, labelcat, _ = dissect(ctx.model.spatial_extractor(ctx.layer.name), probe,
+        tally, labelcat, _ = dissect(ctx.spatial_extractor(), probe,
                                      ctx.model.transform, ctx.trainer(), thr, size,
                                      batch_size=ctx.cfg.batch_size,
                                      num_workers=ctx.cfg.num_workers, union=self.union)

@@ -18,6 +18,7 @@ from cosy_bench.report.cards import Thumbnails, run_cards
 from cosy_bench.report.html import comparisons, page, paper_table, runs_section
 from cosy_bench.report.runs import Runs, leaderboard_csv, leaderboard_md, load_runs
 from cosy_bench.report.statistics import compare
+from cosy_bench.report.units import side_by_side
 
 log = logging.getLogger("cosy_bench")
 
@@ -80,6 +81,7 @@ def build_report(root: str | Path, out: str | Path | None = None, resamples: int
         body += [run_cards(r, runs.label(r), thumbs, open_=i == 0)
                  for i, r in enumerate(runs.records)]
 
+    body.append(side_by_side(runs.records))  # '' where no layer has both kinds of units
     across = [(s, figures.across_layers(runs.rows, s, fig_dir)) for s in ("auc", "mad")]
     across = [(s, f) for s, f in across if f]
     if across:

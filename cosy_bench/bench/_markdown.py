@@ -22,6 +22,14 @@ from pathlib import Path
 
 #: option name, shared by every bench command (handled in ``cosy_bench/bench/__main__.py``)
 OPTION = "--markdown"
+#: a progress bar's line (Lightning's rich bars of the runs a bench makes): not the table
+PROGRESS_BAR = "\u2501"
+
+
+def table_lines(output: str) -> str:
+    """What the command printed, less progress-bar lines."""
+    return "\n".join(line for line in output.rstrip("\n").splitlines()
+                     if PROGRESS_BAR not in line)
 
 
 def pop_option(argv: Sequence[str]) -> tuple[list[str], Path | None]:
@@ -149,7 +157,7 @@ def write(path: Path, command: str, started: datetime.datetime, load_at_start: s
     """Write the Markdown file: the stamp, then the command's output in a ``text`` block."""
     lines = stamp(command, started, load_at_start)
     elapsed = (datetime.datetime.now(datetime.timezone.utc) - started).total_seconds()
-    lines += ["", f"Output ({elapsed:.0f} s):", "", "```text", output.rstrip("\n"), "```"]
+    lines += ["", f"Output ({elapsed:.0f} s):", "", "```text", table_lines(output), "```"]
     if error is not None and not (isinstance(error, SystemExit) and not error.code):
         lines += ["", f"The command stopped with {type(error).__name__}: {error}"]
     path = Path(path)

@@ -75,3 +75,31 @@ def test_the_headline_sweep_runs_on_real_format_stand_ins(inputs, tmp_path):
         assert auc["ci_low"] is None or 0.0 <= auc["ci_low"] <= auc["ci_high"] <= 1.0
     _run(["cosy_bench.report", str(sweep)], env, tmp_path)
     assert any(sweep.rglob("*.csv"))
+
+
+@pytest.mark.parametrize("variant", [
+    pytest.param(["generator=stable_cascade_random", "generator.scale=16",
+                  "generator.height=128", "generator.width=128",
+                  "generator.num_inference_steps=1",
+                  "generator.extra_kwargs.prior_num_inference_steps=1",
+                  "dataset.decode=reduced"], id="stable_cascade_random-decode_reduced"),
+    pytest.param(["dataset.decode=gpu", "trainer=ddp_cpu"], id="decode_gpu-ddp_cpu"),
+])
+def test_the_real_path_with_other_generators_decoders_and_ddp(inputs, tmp_path, variant):
+    """``generator=stable_cascade_random``, ``dataset.decode=reduced|gpu`` and
+    ``trainer=ddp_cpu`` on the real-format folders and weights (INVERT on resnet18)."""
+    env = {**os.environ, "TORCH_HOME": str(inputs["torch_home"]), "HF_HUB_OFFLINE": "1",
+           "COSY_CACHE_DIR": str(tmp_path / "cache"), "WANDB_MODE": "disabled",
+           "HOME": str(tmp_path / "home"), "PYTHONPATH": str(REPO)}
+    run_dir = tmp_path / "run"
+    local = [o for o in standins.overrides(inputs)  # a generator option of its own: no model_id
+             if not (o.startswith("generator.model_id") and variant[0].startswith("generator="))]
+    args = ["cosy_bench", "model=resnet18", "explainer=invert", *local,
+            "layer=output", "neurons.ids=[0,1]", "n_images=2", "generator.num_inference_steps=1",
+            "generator_batch_size=2", "batch_size=4", *variant, f"hydra.run.dir={run_dir}",
+            "logger=none"]
+    _run(args, env, tmp_path)
+    rows = list(csv.DictReader((run_dir / "results.csv").open()))
+    assert [int(r["neuron"]) for r in rows] == [0, 1]
+    assert all(r["explanation"] in {"tench", "goldfish", "Chihuahua"} for r in rows)
+    assert all(0.0 <= float(r["auc"]) <= 1.0 for r in rows)

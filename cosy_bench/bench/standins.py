@@ -52,8 +52,9 @@ def _jpegs(folder: Path, n: int, size: int, seed: int) -> None:
             path.write_bytes(data[: len(data) * 2 // 3])
 
 
-def imagenet_folders(root: Path, per_class: int = 3, size: int = 64) -> tuple[Path, Path]:
-    """``root/val`` (flat, as the val tarball unpacks) and ``root/train/<wnid>/``."""
+def imagenet_folders(root: Path, per_class: int = 5, size: int = 64) -> tuple[Path, Path]:
+    """``root/val`` (flat, as the val tarball unpacks) and ``root/train/<wnid>/`` (15 probe
+    images by default: MILAN keeps 15 exemplars per unit)."""
     _jpegs(root / "val", per_class * len(WNIDS), size, seed=0)
     for k, wnid in enumerate(WNIDS):
         _jpegs(root / "train" / wnid, per_class, size, seed=k + 1)

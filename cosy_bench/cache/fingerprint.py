@@ -191,15 +191,17 @@ def short_value(value: str, limit: int = 40) -> str:
 
 def short_overrides(dirname: str, limit: int = 200) -> str:
     """Hydra's ``override_dirname`` (``key=value,key=value``) with each value through
-    :func:`short_value`; a result over ``limit`` bytes is cut and ends in a hash of the
-    whole (no path component over 255 bytes). The full values stay in the job's
-    ``.hydra/config.yaml``."""
+    :func:`short_value`, the overrides with short values first (``model=``, ``explainer=``:
+    what tells the jobs of a sweep apart); a result over ``limit`` bytes is cut and ends in
+    a hash of the whole (no path component over 255 bytes). The full values stay in the
+    job's ``.hydra/config.yaml``."""
     items = re.split(r",(?=[\w.+~/-]+=)", str(dirname)) if dirname else []
-    parts = []
+    plain, shortened = [], []
     for item in items:
         key, sep, value = item.partition("=")
-        parts.append(f"{key}{sep}{short_value(value)}" if sep else short_value(item))
-    out = ",".join(parts)
+        short = f"{key}{sep}{short_value(value)}" if sep else short_value(item)
+        (plain if short == item else shortened).append(short)
+    out = ",".join(plain + shortened)
     if len(out.encode()) > limit:
         digest = hashlib.sha1(str(dirname).encode()).hexdigest()[:8]
         out = out.encode()[: limit - 9].decode(errors="ignore") + "-" + digest

@@ -7,7 +7,7 @@ import os
 import subprocess
 
 import pytest
-from conftest import REPO
+from helpers import REPO
 
 SCRIPT = REPO / "launch" / "gpu_check.sh"
 

@@ -365,8 +365,8 @@ class NetDissectExplainer(ProbeDissector):
 
     def __init__(self, probe, quantile: float = 0.005, quantile_samples: int = 65536,
                  mask_size=None, seed: int = 0, threshold: str = "exact",
-                 union: str = "overlap"):
-        super().__init__(probe, quantile, quantile_samples, mask_size, seed, threshold)
+                 union: str = "overlap", top_k: int = 1):
+        super().__init__(probe, quantile, quantile_samples, mask_size, seed, threshold, top_k)
         if union not in UNIONS:
             raise ValueError(f"explainer.union={union!r}: choose one of {list(UNIONS)}")
         self.union = union

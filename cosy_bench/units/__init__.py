@@ -2,4 +2,4 @@
 (:class:`~cosy_bench.units.kinds.Neurons`, the default) or the latents of a sparse dictionary
 applied to them (:class:`~cosy_bench.units.kinds.SaeUnits`: loaded from a file or trained on
 the control set's activations), and the probe-set truth rule that compares both
-(:mod:`cosy_bench.units.truth`). See docs/incoming/20-sae.md."""
+(:mod:`cosy_bench.units.truth`). See docs/units.md."""

@@ -155,7 +155,7 @@ class EncodedExtractor(nn.Module):
 class EncodedSpatialExtractor(nn.Module):
     """A spatial extractor ([B, C, h, w] unit maps) followed by the encoder at every position:
     latent maps [B, D, h, w]. The encoder is nonlinear, so the spatial mean of a latent map is
-    not the latent of the pooled activations (see docs/incoming/20-sae.md)."""
+    not the latent of the pooled activations (see docs/units.md)."""
 
     def __init__(self, extractor: nn.Module, dictionary: SparseDictionary):
         super().__init__()

@@ -1,5 +1,5 @@
 """Sparse dictionaries on disk (``units.path``): the suite's own safetensors file, a SAELens
-folder and an ``overcomplete`` state dict. The formats are defined in docs/incoming/20-sae.md.
+folder and an ``overcomplete`` state dict. The formats are defined in docs/units.md.
 
 * ``FILE.safetensors`` (this suite; also what a trained dictionary is cached as): tensors
   ``W_enc`` [d_in, d_sae], ``b_enc`` [d_sae], ``W_dec`` [d_sae, d_in], ``b_dec`` [d_in] and, for

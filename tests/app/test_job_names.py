@@ -3,7 +3,7 @@ images (issue #19, items 5 and 6)."""
 
 from __future__ import annotations
 
-from conftest import compose_config
+from helpers import compose_config
 from omegaconf import OmegaConf, open_dict
 
 from cosy_bench.cache.fingerprint import short_overrides, short_value

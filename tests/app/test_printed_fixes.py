@@ -4,7 +4,7 @@ composes its base (from the toy world: Hydra skips sweep overrides there) and ev
 
 The fixes are collected from the code that prints them: the input check on every job of the
 sweep offline, the open_clip loader's and the concept sets' error hints, and the overrides
-of ``docs/incoming/19-real.md``'s code blocks."""
+of the code blocks of ``docs/real_models.md``'s section on the paper's setup."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import CONF, REPO, compose_config, no_network
+from helpers import CONF, REPO, compose_config, no_network
 from hydra import initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.types import RunMode
@@ -25,7 +25,8 @@ SWEEP = {"model": ["resnet18", "vit_b16"], "explainer": ["invert", "clip_dissect
 SWEEP_ARGS = [f"{k}={','.join(v)}" for k, v in SWEEP.items()]
 JOBS = [[f"model={m}", f"explainer={e}"] for m, e in itertools.product(*SWEEP.values())]
 DATA_ENV = ("IMAGENET_VAL_DIR", "IMAGENET_TRAIN_DIR", "PLACES365_VAL_DIR", "HF_HUB_CACHE")
-DOC = REPO / "docs" / "incoming" / "19-real.md"
+DOC = REPO / "docs" / "real_models.md"
+DOC_SECTION = "## The paper's setup on a GPU machine"
 
 #: ``key=value`` in a printed text: a config key (or group) and a value, a ``<placeholder>``
 FIX = re.compile(r"(?<![\w.+/-])([a-z_][\w]*(?:[./][\w]+)*)=(<[^>]*>|[^\s,;)`'\"]+)")
@@ -87,8 +88,8 @@ def _printed_fixes(monkeypatch, tmp: Path) -> set[tuple[str, str]]:
     with pytest.raises(ValueError) as err:
         LabelledImageFolder(str(folder), names_from_model=True)
     texts.append(str(err.value))
-    if DOC.exists():
-        texts += re.findall(r"```(?:bash|sh|console)?\n(.*?)```", DOC.read_text(), re.S)
+    section = DOC.read_text().split(DOC_SECTION, 1)[1].split("\n## ", 1)[0]
+    texts += re.findall(r"```(?:bash|sh|console)?\n(.*?)```", section, re.S)
     return {fix for text in texts for fix in overrides_in(text)}
 
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import torch
 
-from cosy_bench.scorers import SCORE_COLUMNS
 from cosy_bench.scorers.label_similarity import label_similarity
+from cosy_bench.scorers.registry import REGISTRY
 
 REPO = Path(__file__).resolve().parents[2]
 PACKAGE = REPO / "cosy_bench"
@@ -84,7 +84,7 @@ def explainer_columns() -> dict[str, set[str]]:
 
 def results_columns() -> set[str]:
     """Every column the pipeline can write to results.csv."""
-    cols = {c for group in SCORE_COLUMNS.values() for c in group}
+    cols = {c for scorer in REGISTRY.values() for c in scorer.columns}
     # the label-similarity scorer: accuracy and one cosine per encoder the pipeline builds
     pipeline = ast.parse((PACKAGE / "pipeline.py").read_text(encoding="utf-8"))
     encoders = _subscript_keys(pipeline, "encoders")

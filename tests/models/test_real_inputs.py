@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import CONF
+from helpers import CONF
 from omegaconf import OmegaConf
 from PIL import Image
 

@@ -11,10 +11,10 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from cosy_bench.leaderboard import fmt, fmt_ci, number
-from cosy_bench.record import RunRecord, RunStatus
+from cosy_bench.record import RunRecord
 from cosy_bench.report.cards import PAGE, Thumbnails, run_cards
 from cosy_bench.report.html import comparisons, natural_key, runs_section
-from cosy_bench.report.runs import Runs
+from cosy_bench.report.runs import Runs, RunStatus
 from cosy_bench.report.statistics import compare
 
 

@@ -256,11 +256,15 @@ def text_scores(cfg: DictConfig, texts: list[str], truths: list[str] | None
 def explanation_polysemanticity(cfg: DictConfig, neurons: list[int], texts: list[str]
                                 ) -> torch.Tensor:
     """Per row [R], its neuron's polysemanticity (:func:`cosy_bench.ranks.polysemanticity`)
-    in the text space of the run's CLIP (the ``clip`` group; toy world: the toy CLIP)."""
+    in the text space of the run's CLIP (the ``clip`` group; toy world: the toy CLIP). The
+    run asked for K >= 2 explanations: a neuron the explainer gives one scores 0."""
     from cosy_bench.models.clip import encode_texts
 
-    clip_model, _, tokenizer = instantiate(cfg.clip)
-    return polysemanticity(neurons, texts, lambda t: encode_texts(clip_model, tokenizer, t))
+    def embed(t: list[str]) -> torch.Tensor:
+        clip_model, _, tokenizer = instantiate(cfg.clip)
+        return encode_texts(clip_model, tokenizer, t)
+
+    return polysemanticity(neurons, texts, embed, single=0.0)
 
 
 def _control(ctx: RunContext, dataset, neurons: list[int]) -> SortedControl:
@@ -334,12 +338,11 @@ def run(cfg: DictConfig, output_dir: str | Path):
     truth = model.ground_truth(layer) if ctx.units is None else probe_truth
     scores.update(text_scores(cfg, texts, None if truth is None or ctx.units is not None
                               else [truth[k] for k in neurons]))  # a latent's truth: a set
-    poly = explanation_polysemanticity(cfg, neurons, texts) if max(ranks, default=1) > 1 \
-        else None
+    poly = explanation_polysemanticity(cfg, neurons, texts) if explainer.top_k > 1 else None
     record = RunRecord.build(RunResult(
         cfg, neurons, texts, scores, explanations, truth, ctx.stats, control.shape[0], items,
         control=control, concept=concept, control_index=control_index, dataset=control_ds,
-        ranks=ranks, polysemanticity=poly))
+        ranks=ranks, polysemanticity=poly, top_k=explainer.top_k))
     first = [j for j, r in enumerate(ranks) if r == 1]  # the units block: rank-1 explanations
     record.summary["units"] = units.summary([neurons[j] for j in first],
                                             [texts[j] for j in first], probe_truth,

@@ -11,8 +11,9 @@ A run scores one row per (unit, rank): :func:`expand` lays an explainer's table 
   named by any of its explanations, averaged over those units.
 * ``best_of_k`` (``top_k > 1``): per score, the summary over units of the score of each
   unit's best explanation (highest ``auc``; without AUC the first score, lowest for p-values).
-* ``polysemanticity``: the mean over units of :func:`polysemanticity` (``top_k > 1``; units
-  with a single explanation left out, their count in ``polysemanticity_n``).
+* ``polysemanticity``: the mean over units of :func:`polysemanticity` (``top_k > 1``; a unit
+  for which the explainer offers one explanation scores 0, monosemantic; units without a
+  value are left out; ``polysemanticity_n`` counts the units averaged).
 
 The top-level score entries stay the rank-1 rows' (with ``top_k = 1``: every row, as before).
 """
@@ -51,25 +52,34 @@ def expand(explanations: Explanations, neurons: list[int]
 
 
 def polysemanticity(units: list[int], texts: list[str],
-                    embed: Callable[[list[str]], torch.Tensor]) -> torch.Tensor:
+                    embed: Callable[[list[str]], torch.Tensor],
+                    single: float = float("nan")) -> torch.Tensor:
     """Per row, its unit's polysemanticity: 1 minus the mean pairwise cosine similarity of
     the unit's explanations in a text-embedding space, over all pairs i < j of its (K >= 2)
-    explanations; NaN for a unit with a single explanation (undefined).
+    explanations; ``single`` for a unit with a single explanation (NaN: undefined; the run
+    passes 0 when it asked for K >= 2: the explainer offers one, it calls the unit
+    monosemantic).
 
     Args:
         units: [R] the unit of each row; texts: [R] its explanation.
-        embed: texts [T] -> embeddings [T, D] (normalised here).
+        embed: texts [T] -> embeddings [T, D] (normalised here); not called when no unit
+            has two explanations.
+        single: the value of a unit with one explanation.
 
     Returns:
         float64 [R]: in [0, 2]; 0 when the explanations coincide in the space.
     """
+    order = list(dict.fromkeys(units))
+    slot = {u: i for i, u in enumerate(order)}
+    counts = [0] * len(order)
+    for u in units:
+        counts[slot[u]] += 1
+    if max(counts, default=0) < 2:
+        return torch.full((len(units),), float(single), dtype=torch.float64)
     distinct = list(dict.fromkeys(texts))
     emb = torch.nn.functional.normalize(embed(distinct).double(), dim=-1)  # [T, D]
     row_of = {t: i for i, t in enumerate(distinct)}
-    order = list(dict.fromkeys(units))
-    slot = {u: i for i, u in enumerate(order)}
-    k = max((units.count(u) for u in order), default=0)
-    idx = torch.full((len(order), max(k, 1)), -1, dtype=torch.long)  # [U, K] text rows
+    idx = torch.full((len(order), max(counts)), -1, dtype=torch.long)  # [U, K] text rows
     fill = [0] * len(order)
     for u, t in zip(units, texts, strict=True):
         idx[slot[u], fill[slot[u]]] = row_of[t]
@@ -80,7 +90,7 @@ def polysemanticity(units: list[int], texts: list[str],
     pairs = (valid[:, :, None] & valid[:, None, :]).triu(diagonal=1)
     n_pairs = pairs.sum(dim=(1, 2))
     mean = (sims * pairs).sum(dim=(1, 2)) / n_pairs.clamp(min=1)
-    per_unit = torch.where(n_pairs > 0, 1.0 - mean, torch.full_like(mean, float("nan")))
+    per_unit = torch.where(n_pairs > 0, 1.0 - mean, torch.full_like(mean, float(single)))
     return per_unit[torch.tensor([slot[u] for u in units], dtype=torch.long)]
 
 
@@ -98,12 +108,14 @@ def _best_rows(rows: list[dict], scores: list[str]) -> list[int]:
 
 
 def rank_summary(rows: list[dict], scores: dict[str, torch.Tensor], has_truth: bool,
-                 summarize: Callable[[torch.Tensor], dict]) -> dict:
+                 summarize: Callable[[torch.Tensor], dict], top_k: int | None = None) -> dict:
     """The summary entries described in the module docstring, from the run's ``rows``
     (``neuron``, ``rank``, ``explanation``, ``ground_truth``, ``polysemanticity``), its
-    ``scores`` ({name: [R]}) and ``summarize`` (values -> mean, std, ...)."""
+    ``scores`` ({name: [R]}), ``summarize`` (values -> mean, std, ...) and the ``top_k`` the
+    run asked for (None: the largest rank; ``best_of_k`` is written for K > 1 even where
+    every unit got one explanation)."""
     out: dict = {}
-    top_k = max((int(r["rank"]) for r in rows), default=1)
+    top_k = max([*(int(r["rank"]) for r in rows), top_k or 1])
     if has_truth:
         by_unit: dict[int, list[dict]] = {}
         for r in rows:

@@ -176,6 +176,8 @@ class RunResult:
     ranks: list[int] | None = None
     #: per row, its neuron's polysemanticity ``[R]`` (NaN: undefined; ``None``: no column)
     polysemanticity: torch.Tensor | None = None
+    #: explanations per neuron the run asked for (``explainer.top_k``; None: the largest rank)
+    top_k: int | None = None
 
 
 @dataclass
@@ -297,9 +299,9 @@ class RunRecord:
         summary = {name: summarize(vals[first], level, registry.aggregation(name), name)
                    for name, vals in result.scores.items()}
         summary.update(rank_summary(rows, result.scores, result.truth is not None,
-                                    lambda v: summarize(v, level)))
+                                    lambda v: summarize(v, level), result.top_k))
         summary["run"] = {**run_meta(cfg), **_dataset_names(result.dataset),
-                          "n_neurons": len(first), "top_k": max(ranks, default=1),
+                          "n_neurons": len(first), "top_k": max([*ranks, result.top_k or 1]),
                           "n_explanations": len(rows), "n_control": result.n_control,
                           **result.stats,
                           "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),

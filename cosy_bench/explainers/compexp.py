@@ -32,6 +32,7 @@ import torch
 
 from cosy_bench.explainers.auroc import LabelProducts
 from cosy_bench.explainers.base import Explanations
+from cosy_bench.explainers.detectors import MIN_IOU, distinct_positive
 from cosy_bench.explainers.formulas import OPS, Beam, beam_search, format_formula
 from cosy_bench.explainers.netdissect import ProbeDissector, dissect
 
@@ -52,9 +53,11 @@ def _iou(s: torch.Tensor, z: torch.Tensor, tot: torch.Tensor) -> torch.Tensor:
 def compexp(unit_masks: torch.Tensor, labels: torch.Tensor, concepts: Sequence[str],
             length: int = 3, beam_size: int = 5, penalty: float = 1.0,
             chunk_size: int | None = None, not_length: bool = True,
-            top_k: int = 1) -> list[dict]:
-    """The best formula of every unit (``top_k > 1``: its ``top_k`` best formulas of the final
-    beam, best first, one dict each, the units in order).
+            top_k: int = 1, min_iou: float = MIN_IOU) -> list[dict]:
+    """The best formula of every unit (``top_k > 1``: up to ``top_k`` formulas of its final
+    beam with distinct positive parts, best first, ranks >= 2 only with IoU > ``min_iou``
+    (:func:`~cosy_bench.explainers.detectors.distinct_positive`); one dict each, the units
+    in order).
 
     Args:
         unit_masks: bool ``[N, K]``: unit ``k`` fires at sample (pixel) ``n``.
@@ -65,6 +68,7 @@ def compexp(unit_masks: torch.Tensor, labels: torch.Tensor, concepts: Sequence[s
             length counts each ``NOT`` as one more unit, as the authors' ``len(formula)``
             (``a AND NOT b``: 3); ``not_length=False``: the number of concepts.
         chunk_size: units per chunk (``None``: about 256 MiB working set).
+        top_k, min_iou: formulas per unit at most, and the IoU a formula of rank >= 2 needs.
 
     Returns:
         one dict per unit: ``neuron``, ``label`` (e.g. ``"(red OR orange) AND NOT circle"``;
@@ -100,7 +104,8 @@ def compexp(unit_masks: torch.Tensor, labels: torch.Tensor, concepts: Sequence[s
     c_tot = y.shape[1]
     out = []
     for i in range(k):
-        for s in range(min(top_k, len(valid[i]))):
+        beam = []
+        for s in range(len(valid[i]) if top_k > 1 else 1):
             if s and not valid[i][s]:
                 break
             rec = {"neuron": i, "label": None, "iou": math.nan, "length": 0, "terms": []}
@@ -109,7 +114,8 @@ def compexp(unit_masks: torch.Tensor, labels: torch.Tensor, concepts: Sequence[s
                           lits[i][s][j] >= c_tot) for j in range(lens[i][s])]
                 rec.update(label=format_formula(terms, concepts), iou=vals[i][s],
                            length=lens[i][s], terms=terms)
-            out.append(rec)
+            beam.append(rec)
+        out += distinct_positive(beam, top_k, min_iou) if top_k > 1 else beam
     return out
 
 
@@ -130,14 +136,17 @@ def pixel_samples(kept, n_concepts: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 class CompExpExplainer(ProbeDissector):
     """``explainer=compexp``: the formula of probe concepts whose mask best overlaps the
-    unit's (IoU), by beam search."""
+    unit's (IoU), by beam search (``top_k > 1``: the beam's best formulas with distinct
+    positive parts, ranks >= 2 only above ``min_iou``; :mod:`.detectors`)."""
 
     name = "compexp"
 
     def __init__(self, probe, length: int = 3, beam_size: int = 5, penalty: float = 1.0,
                  quantile: float = 0.005, quantile_samples: int = 65536, mask_size=None,
-                 seed: int = 0, threshold: str = "exact", top_k: int = 1):
-        super().__init__(probe, quantile, quantile_samples, mask_size, seed, threshold, top_k)
+                 seed: int = 0, threshold: str = "exact", top_k: int = 1,
+                 min_iou: float = MIN_IOU):
+        super().__init__(probe, quantile, quantile_samples, mask_size, seed, threshold, top_k,
+                         min_iou)
         self.length, self.beam_size, self.penalty = int(length), int(beam_size), float(penalty)
         if self.top_k > self.beam_size:
             raise ValueError(f"explainer.top_k={self.top_k} needs explainer.beam_size >= "
@@ -152,7 +161,8 @@ class CompExpExplainer(ProbeDissector):
         log.info("CompExp: formulas of length <= %d (beam %d) for %d units over %d pixels",
                  self.length, self.beam_size, masks.shape[1], masks.shape[0])
         records = compexp(masks, labels, probe.concepts, length=self.length,
-                          beam_size=self.beam_size, penalty=self.penalty, top_k=self.top_k)
+                          beam_size=self.beam_size, penalty=self.penalty, top_k=self.top_k,
+                          min_iou=self.min_iou)
         kept_r = [{**r, "compexp_iou": f"{r['iou']:.4f}"} for r in records
                   if r["label"] is not None]
         return Explanations.from_ranked(kept_r, ["compexp_iou"])

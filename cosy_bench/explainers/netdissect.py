@@ -18,7 +18,9 @@ For every unit ``k`` of a layer and concept ``c`` of a densely labelled probe se
   as the toy world's, says so with ``fully_annotated = True``); ``0 / 0`` counts as 0 (the
   authors add ``1e-10``). The threshold is the exact quantile (``threshold: exact``) or the
   authors' readout at ``994 / 999`` with mid-rank interpolation (``threshold: authors``);
-* the label is ``argmax_c IoU`` (``netdissect_iou`` and ``netdissect_category`` are kept).
+* the label is ``argmax_c IoU`` (``netdissect_iou`` and ``netdissect_category`` are kept);
+  ``top_k > 1``: the next concepts by IoU that the unit detects (``IoU > min_iou``, 0.04,
+  :mod:`.detectors`).
 
 Vectorised: a batch's masks are a sparse ``[B * P, C]`` matrix (pixel labels) and a dense
 ``[B, C]`` one (image-level labels); intersections are sparse x sparse products with the
@@ -48,6 +50,7 @@ from cosy_bench.distributed.ranks import gather_objects
 from cosy_bench.distributed.session import require_session
 from cosy_bench.distributed.shards import ShardSampler
 from cosy_bench.explainers.base import Explainer, Explanations
+from cosy_bench.explainers.detectors import MIN_IOU, check_min_iou, netdissect_rows
 from cosy_bench.loops.activations import _collate, _Transformed
 
 log = logging.getLogger("cosy_bench")
@@ -318,36 +321,32 @@ def thresholds_of(ctx, probe, quantile: float, quantile_samples: int, seed: int,
                          quantile_samples=quantile_samples, seed=seed, rule="midrank").levels
 
 
-def mask_size_arg(value):
-    """``explainer.mask_size`` as given: None, an int, or a list of two ints."""
-    return value if value is None or isinstance(value, int) else [int(v) for v in value]
-
-
-def probe_cache_key(explainer: Explainer, key: dict) -> dict:
-    """``key`` with the explainer's probe config as plain data (NetDissect and CompExp)."""
-    if isinstance(explainer.probe, DictConfig):
-        key["probe"] = OmegaConf.to_container(explainer.probe, resolve=True)
-    return key
-
-
 class ProbeDissector(Explainer):
     """What NetDissect and CompExp share: a densely labelled probe set, each unit's threshold
-    at the top ``quantile`` of its map positions (MILAN's pass), a mask resolution."""
+    at the top ``quantile`` of its map positions (MILAN's pass), a mask resolution, and the
+    IoU ``min_iou`` an explanation of rank >= 2 needs (in the cache key only when top_k > 1:
+    rank 1 is the label whatever its IoU)."""
 
     def __init__(self, probe, quantile: float = 0.005, quantile_samples: int = 65536,
                  mask_size=None, seed: int = 0, threshold: str = "exact",
-                 top_k: int = 1):
+                 top_k: int = 1, min_iou: float = MIN_IOU):
         if threshold not in THRESHOLDS:
             raise ValueError(f"explainer.threshold={threshold!r}: choose one of "
                              f"{list(THRESHOLDS)}")
         self.set_top_k(top_k)
         self.probe, self.quantile = probe, float(quantile)
         self.quantile_samples, self.seed = int(quantile_samples), int(seed)
-        self.mask_size = mask_size_arg(mask_size)
-        self.threshold = threshold
+        self.mask_size = mask_size if mask_size is None or isinstance(mask_size, int) \
+            else [int(v) for v in mask_size]  # None, an int, or two ints
+        self.threshold, self.min_iou = threshold, check_min_iou(min_iou)
 
     def cache_key(self) -> dict:
-        return probe_cache_key(self, super().cache_key())
+        key = super().cache_key()
+        if isinstance(self.probe, DictConfig):  # the probe config as plain data
+            key["probe"] = OmegaConf.to_container(self.probe, resolve=True)
+        if self.top_k == 1:
+            key.pop("min_iou")
+        return key
 
     def probe_and_thresholds(self, ctx) -> tuple[object, tuple[int, int], torch.Tensor]:
         """(the probe set, its mask size ``(h, w)``, the units' thresholds ``[K]``)."""
@@ -358,15 +357,16 @@ class ProbeDissector(Explainer):
 
 class NetDissectExplainer(ProbeDissector):
     """``explainer=netdissect``: label each unit with the probe concept of highest IoU
-    (``top_k > 1``: its ``top_k`` concepts of highest IoU, best first); ``union``
-    (:data:`UNIONS`) picks the rule of the union's unit pixels."""
+    (``top_k > 1``: then its next concepts by IoU above ``min_iou``, up to ``top_k``);
+    ``union`` (:data:`UNIONS`) picks the rule of the union's unit pixels."""
 
     name = "netdissect"
 
     def __init__(self, probe, quantile: float = 0.005, quantile_samples: int = 65536,
                  mask_size=None, seed: int = 0, threshold: str = "exact",
-                 union: str = "overlap", top_k: int = 1):
-        super().__init__(probe, quantile, quantile_samples, mask_size, seed, threshold, top_k)
+                 union: str = "overlap", top_k: int = 1, min_iou: float = MIN_IOU):
+        super().__init__(probe, quantile, quantile_samples, mask_size, seed, threshold, top_k,
+                         min_iou)
         if union not in UNIONS:
             raise ValueError(f"explainer.union={union!r}: choose one of {list(UNIONS)}")
         self.union = union
@@ -389,10 +389,6 @@ class NetDissectExplainer(ProbeDissector):
                      "netdissect_category": {k: names[cat_of[c]] for k, c in
                                              enumerate(arg.tolist())}}
             return Explanations(texts, extra)
-        top = torch.sort(iou, dim=1, descending=True, stable=True)
-        k_ = min(self.top_k, iou.shape[1])
-        vals, ids = top.values[:, :k_].tolist(), top.indices[:, :k_].tolist()
-        rows = [{"neuron": k, "label": probe.concepts[c], "netdissect_iou": f"{v:.4f}",
-                 "netdissect_category": names[cat_of[c]]}
-                for k in range(iou.shape[0]) for v, c in zip(vals[k], ids[k], strict=True)]
+        rows = netdissect_rows(iou, probe.concepts, [names[c] for c in cat_of], self.top_k,
+                               self.min_iou)
         return Explanations.from_ranked(rows, ["netdissect_iou", "netdissect_category"])

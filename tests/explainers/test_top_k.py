@@ -21,7 +21,12 @@ from cosy_bench.explainers.precomputed import (
     read_ranked,
 )
 from cosy_bench.ranks import expand, polysemanticity, rank_summary, truth_concepts
-from cosy_bench.record import summarize
+from cosy_bench.record import summarize as summarize_at
+
+
+def summarize(values):
+    return summarize_at(values, 0.95)
+
 
 PROBE = {"_target_": "x.Probe", "n": 3}
 
@@ -54,7 +59,9 @@ def test_ranked_table_round_trips_and_a_top1_table_is_as_before():
 def test_cache_key_changes_only_when_top_k_is_not_one(make):
     default, one, two = make(), make(top_k=1), make(top_k=2)
     assert default.cache_key() == one.cache_key() and "top_k" not in one.cache_key()
-    assert two.cache_key() == {**one.cache_key(), "top_k": 2}
+    # the IoU explainers' detector threshold matters (and is keyed) only beyond rank 1
+    extra = {"min_iou": 0.04} if isinstance(one, NetDissectExplainer | CompExpExplainer) else {}
+    assert two.cache_key() == {**one.cache_key(), "top_k": 2, **extra}
 
 
 @pytest.mark.parametrize("bad", [0, -1, "2", True, 1.5])
@@ -103,9 +110,12 @@ def test_compexp_top_k_rows_start_with_the_top1_formula():
     names = list("abcde")
     one = compexp(units, labels, names, length=2, beam_size=4)
     three = compexp(units, labels, names, length=2, beam_size=4, top_k=3)
-    assert [r["neuron"] for r in three] == [0, 0, 0, 1, 1, 1]
+    # unit 1 is exactly concept e: its beam's other formulas are e with negated terms, the
+    # same positive part, so CompExp offers one formula for it
+    assert [(r["neuron"], r["label"]) for r in three] == [
+        (0, "a OR c"), (0, "a"), (0, "a OR e"), (1, "e")]
     assert [three[0]["label"], three[3]["label"]] == [r["label"] for r in one]
-    assert three[0]["label"] == "a OR c" and three[0]["iou"] >= three[1]["iou"]
+    assert three[0]["iou"] >= three[1]["iou"] >= three[2]["iou"] > 0.04
 
 
 def test_precomputed_rank_column_and_falcon_lists(tmp_path):

@@ -109,7 +109,12 @@ class MilanExplainer(Explainer):
         by_unit = {u: r for part in gather_objects(list(zip(mine, described, strict=True)))
                    for u, r in part}
         names = ("score", "log_p_caption", "log_p_lm")
-        rows = [{"neuron": u, "label": r["description"].lower(),
-                 **{f"milan_{n}": f"{r[n]:.4f}" for n in names}}
-                for u in units for r in [by_unit[u], *by_unit[u].get("more", [])]]
+        rows = []
+        for u in units:  # top_k > 1: captions that are distinct once lower-cased, best first
+            seen: set[str] = set()
+            for r in [by_unit[u], *by_unit[u].get("more", [])]:
+                if r["description"].lower() not in seen:
+                    seen.add(r["description"].lower())
+                    rows.append({"neuron": u, "label": r["description"].lower(),
+                                 **{f"milan_{n}": f"{r[n]:.4f}" for n in names}})
         return Explanations.from_ranked(rows, [f"milan_{n}" for n in names])

@@ -36,7 +36,8 @@ def test_a_latin1_concept_list_names_the_file_and_says_save_it_as_utf8(tmp_path)
         text_file(str(path))
     text = str(err.value)
     assert str(path) in text and "not UTF-8" in text and "save it as UTF-8" in text
-    assert "explainer.concepts.path" in text
+    # the run's group, as typed on the command line (not the explainer's interpolated copy)
+    assert text.startswith("concepts.path: ") and "explainer.concepts.path" not in text
 
 
 def test_a_folder_where_no_image_can_be_read_is_named(compose, tmp_path):

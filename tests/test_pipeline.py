@@ -149,7 +149,8 @@ def test_utest_scorer_adds_its_columns(first_run, compose, smoke, cache_dir, tmp
     cfg = compose(smoke(cache_dir, *GT_OUTPUT, "scorer=[auc,mad,utest]"))
     report = run(cfg, tmp_path)
     rows = _read_csv(tmp_path / "results.csv")
-    assert list(rows[0])[3:] == ["auc", "auc_ci_low", "auc_ci_high", "mad", "utest_u", "utest_p"]
+    assert list(rows[0])[:4] == ["neuron", "rank", "explanation", "ground_truth"]
+    assert list(rows[0])[4:] == ["auc", "auc_ci_low", "auc_ci_high", "mad", "utest_u", "utest_p"]
     # same seeded sample of neurons, same cached activations, same scores
     assert [int(r["neuron"]) for r in rows] == [r["neuron"] for r in report1.rows]
     for row, row1 in zip(rows, report1.rows, strict=True):

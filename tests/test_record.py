@@ -258,7 +258,7 @@ def test_sweep_run_folder_names_hold_no_path_separator(tmp_path):
 def test_mean_auc_interval_is_clipped_to_the_unit_interval():
     """Issue #19 item 7: a few AUCs near 1 gave a mean-AUC interval such as [0.01, 1.11]."""
     values = torch.tensor([1.0, 1.0, 0.05])
-    auc, mad = summarize(values, "auc"), summarize(values, "mad")
+    auc, mad = summarize(values, 0.95, name="auc"), summarize(values, 0.95, name="mad")
     assert 0.0 <= auc["ci_low"] <= auc["mean"] <= auc["ci_high"] == 1.0
     assert mad["ci_high"] > 1.0 and mad["ci_low"] < 0.0  # MAD has no bounds: not clipped
     assert auc["ci_low"] == max(mad["ci_low"], 0.0)

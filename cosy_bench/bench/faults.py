@@ -58,7 +58,8 @@ def _start(cache: Path, out: Path, overrides: Sequence[str], log: Path, logger: 
     env.pop(KILL_AT, None)
     if kill_at:
         env[KILL_AT] = kill_at
-    chosen = ["logger=none"] if logger == "none" else []
+    # "default": W&B offline (logger=auto logs only with WANDB_API_KEY, so name it)
+    chosen = ["logger=none"] if logger == "none" else ["logger=wandb"]
     with open(log, "w") as f:
         return subprocess.Popen([sys.executable, "-m", "cosy_bench", *chosen,
                                  f"paths.cache_dir={cache}", f"hydra.run.dir={out}",

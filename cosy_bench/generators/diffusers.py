@@ -74,7 +74,8 @@ class DiffusersGenerator(Generator):
                                    or self.model_id.count("/") > 1):
             raise FileNotFoundError(
                 f"generator.model_id={self.model_id}: no such folder (a local diffusers "
-                "pipeline: the folder save_pretrained wrote, with model_index.json)")
+                "pipeline: the folder save_pretrained wrote, with model_index.json); "
+                "give an existing folder or a hub id, or generator=tiny for an offline run")
         try:
             return AutoPipelineForText2Image.from_pretrained(self.model_id, **kwargs)
         except Exception as err:

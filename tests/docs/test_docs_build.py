@@ -27,7 +27,8 @@ def test_site_builds_with_warnings_as_errors(tmp_path):
         assert (out / f"{page}.html").is_file(), page
         assert f'href="{page}.html"' in index, page
     api = (out / "api.html").read_text(encoding="utf-8")
-    for name in ("cosy_bench.scorers.cosy.score_all", "cosy_bench.explainers.base.Explainer",
+    for name in ("cosy_bench.scorers.registry.score_all", "cosy_bench.scorers.cosy.auc",
+                 "cosy_bench.api.evaluate", "cosy_bench.explainers.base.Explainer",
                  "cosy_bench.generators.base.Generator", "cosy_bench.context.RunContext",
                  "cosy_bench.record.RunRecord"):
         assert f'id="{name}"' in api, name  # autodoc documented it

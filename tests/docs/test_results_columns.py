@@ -66,6 +66,29 @@ def _keys(expr: ast.AST, scope: ast.AST) -> set[str]:
     raise AssertionError(f"cannot read the keys of {ast.unparse(expr)}: extend this test")
 
 
+def _column_names(expr: ast.AST, scope: ast.AST) -> set[str]:
+    """The names in ``Explanations.from_ranked(rows, COLUMNS)``'s column list: constants, or
+    ``[f"prefix_{n}" for n in NAMES]`` with ``NAMES`` a tuple of constants in ``scope``."""
+    if isinstance(expr, ast.Constant):
+        return {expr.value}
+    if isinstance(expr, (ast.List, ast.Tuple)):
+        return set().union(*(_column_names(e, scope) for e in expr.elts))
+    if isinstance(expr, ast.Starred):  # *(["a"] if flag else [])
+        return _column_names(expr.value, scope)
+    if isinstance(expr, ast.IfExp):
+        return _column_names(expr.body, scope) | _column_names(expr.orelse, scope)
+    if isinstance(expr, ast.ListComp) and isinstance(expr.elt, ast.JoinedStr):
+        prefix = "".join(p.value for p in expr.elt.values if isinstance(p, ast.Constant))
+        it = expr.generators[0].iter
+        names = set()
+        for node in ast.walk(scope):
+            if isinstance(node, ast.Assign) and isinstance(it, ast.Name) and any(
+                    isinstance(t, ast.Name) and t.id == it.id for t in node.targets):
+                names |= _column_names(node.value, scope)
+        return {prefix + n for n in names}
+    raise AssertionError(f"cannot read the columns of {ast.unparse(expr)}: extend this test")
+
+
 def explainer_columns() -> dict[str, set[str]]:
     """Per explainer module, the extra columns of the ``Explanations`` it returns."""
     out = {}
@@ -73,12 +96,15 @@ def explainer_columns() -> dict[str, set[str]]:
         tree = ast.parse(path.read_text(encoding="utf-8"))
         for func in (n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)):
             for call in (n for n in ast.walk(func) if isinstance(n, ast.Call)):
+                module = path.relative_to(PACKAGE / "explainers").as_posix()
                 if isinstance(call.func, ast.Name) and call.func.id == "Explanations":
                     extra = call.args[1] if len(call.args) > 1 else next(
                         (k.value for k in call.keywords if k.arg == "extra"), None)
                     if extra is not None:
-                        out.setdefault(path.relative_to(PACKAGE / "explainers").as_posix(), set()).update(
-                            _keys(extra, func))
+                        out.setdefault(module, set()).update(_keys(extra, func))
+                elif (isinstance(call.func, ast.Attribute) and call.func.attr == "from_ranked"
+                      and len(call.args) > 1 and module != "base.py"):
+                    out.setdefault(module, set()).update(_column_names(call.args[1], func))
     return out
 
 
@@ -90,10 +116,11 @@ def results_columns() -> set[str]:
     encoders = _subscript_keys(pipeline, "encoders")
     embed = {name: (lambda texts: torch.ones(len(texts), 3)) for name in encoders}
     cols |= set(label_similarity(["red"], ["red"], embed))
-    cols |= _subscript_keys(pipeline, "scores")  # n_images under n_images=auto
+    cols |= _subscript_keys(pipeline, "scores") | _subscript_keys(pipeline, "columns")
+    # (n_images under n_images=auto)
     record = ast.parse((PACKAGE / "record.py").read_text(encoding="utf-8"))
     cols |= _subscript_keys(record, "row")
-    cols |= {"neuron", "explanation"}  # the row's first two columns
+    cols |= {"neuron", "rank", "explanation"}  # the row's first three columns
     for extra in explainer_columns().values():
         cols |= extra
     return cols

@@ -138,10 +138,10 @@ def test_diffusers_generator_with_a_missing_local_path_says_how_to_run_offline(t
     missing = str(tmp_path / "no" / "such" / "pipeline")
     gen = DiffusersGenerator(model_id=missing, num_inference_steps=1, dtype="float32",
                              variant=None)
-    with pytest.raises(RuntimeError) as err:
+    with pytest.raises(FileNotFoundError) as err:  # a missing folder, not "not in the cache"
         gen.setup("cpu")
     msg = str(err.value)
-    assert missing in msg
+    assert missing in msg and "no such folder" in msg
     assert "generator=tiny" in msg
     assert gen.name == missing.replace("/", "--")  # the id never becomes a path as is
 

@@ -133,7 +133,9 @@ class SpatialExtractor(nn.Module):
       the layer. A :class:`~torch.nn.Linear` layer gives the class-activation map
       ``W S[:, :, i, j] + b`` at every position; its spatial mean is the layer's activation
       (global average pooling is linear), which is checked on every batch. Any other layer (a
-      global pool) gives S itself, and must have C units.
+      global pool) gives S itself, and must have C units. ViT tokens S [B, T, D] (a
+      classification head reading the CLS token, e.g. vit_b16's ``output``) give the head
+      applied to every patch token, [B, K, g, g] (its mean is not the CLS-token logit).
     * else the layer's own output: a map [B, K, h, w] with h * w > 1 as it is; ViT tokens
       [B, T, D] as the grid of the T - 1 patch tokens (CLS dropped), [B, D, g, g]. (Such a
       layer's activation is read at the CLS token, which is not the mean of these maps.)
@@ -175,6 +177,11 @@ class SpatialExtractor(nn.Module):
 
     def _pooled_map(self, fmap: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         spec = self.spec
+        if fmap.ndim == 3:  # ViT tokens: the layer's head applied to every patch token
+            grid = tokens_to_grid(fmap, spec)  # [B, D, g, g]
+            maps = self.target(grid.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)  # [B, K, g, g]
+            # (the layer reads the CLS token: the mean of these maps is not its activation)
+            return maps.contiguous()
         if fmap.ndim != 4:
             raise ValueError(f"layer {spec.name!r}: spatial={spec.spatial!r} gives shape "
                              f"{tuple(fmap.shape)}, not a feature map [B, C, h, w]")

@@ -28,13 +28,16 @@ class ToyWorldGenerator(Generator):
 
     Args:
         size: side of the output images in pixels.
-        model_id, num_inference_steps: null (diffusers' keys, see :mod:`.inputs`).
+        model_id, num_inference_steps, height, width: null (diffusers' keys, see
+            :mod:`.inputs`).
     """
 
     def __init__(self, size: int = 64, model_id: str | None = None,
-                 num_inference_steps: int | None = None):
+                 num_inference_steps: int | None = None, height: int | None = None,
+                 width: int | None = None):
         refuse_real_inputs("generator=toyworld", **{"generator.model_id": model_id,
-                           "generator.num_inference_steps": num_inference_steps})
+                           "generator.num_inference_steps": num_inference_steps,
+                           "generator.height": height, "generator.width": width})
         self.size = int(size)
         self.name = f"toyworld-{RENDERER_VERSION}" + ("" if self.size == 64 else f"-{size}px")
         self._warned: set[str] = set()

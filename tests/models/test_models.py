@@ -254,3 +254,19 @@ def test_a_damaged_weights_file_names_the_file_not_the_network(tmp_path):
         read_state_dict(str(path))
     assert str(path) in str(err.value) and "damaged" in str(err.value)
     assert "offline" not in str(err.value)
+
+
+def test_vit_output_maps_are_the_head_on_each_patch_token(model_bundle):
+    """vit_b16's ``output`` (heads on the CLS token) has unit maps for MILAN and NetDissect:
+    the head applied to every patch token of the encoder's output, [B, 1000, 14, 14]."""
+    bundle = model_bundle("vit_b16")
+    x = torch.randn(2, 3, 224, 224)
+    maps = bundle.spatial_extractor("output")(x)
+    assert maps.shape == (2, 1000, 14, 14)
+    captured = {}
+    hook = bundle.module.encoder.register_forward_hook(
+        lambda m, i, o: captured.setdefault("tokens", o))
+    bundle.module(x)
+    hook.remove()
+    patch = captured["tokens"][:, 1 + 3 * 14 + 5]  # the patch at row 3, column 5
+    torch.testing.assert_close(maps[:, :, 3, 5], bundle.module.heads(patch))

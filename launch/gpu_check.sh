@@ -29,9 +29,9 @@ export COSY_CACHE_DIR="$OUT/cache" WANDB_MODE=disabled HF_HUB_OFFLINE=1 PYTHONPA
 cd "$REPO"
 
 if [ "$DRY" = 1 ]; then
-  SIZE=64; SAMPLE=8; BATCH=2; STEPS=1; SCALE=16; DEVICE=cpu; IMAGES=2; TRAINER=cpu
+  SIZE=64; CASCADE_SIZE=128; SAMPLE=8; BATCH=2; STEPS=1; SCALE=16; DEVICE=cpu; IMAGES=2; TRAINER=cpu
 else
-  SIZE=1024; SAMPLE=128; BATCH=8; STEPS=20; SCALE=1; DEVICE=cuda; IMAGES=8; TRAINER=gpu
+  SIZE=1024; CASCADE_SIZE=1024; SAMPLE=128; BATCH=8; STEPS=20; SCALE=1; DEVICE=cuda; IMAGES=8; TRAINER=gpu
 fi
 TABLE="$OUT/table.tsv"
 printf "step\tseconds\tstatus\n" > "$TABLE"
@@ -74,7 +74,7 @@ step synthesis_sdxl $PY -m cosy_bench.bench synthesis --model sdxl --size "$SIZE
   --steps "$STEPS" --images "$IMAGES" --batch "$BATCH" --scale "$SCALE" --device "$DEVICE" \
   --skip-authors
 step synthesis_cascade $PY -m cosy_bench.bench synthesis --model stable_cascade \
-  --size "$SIZE" --steps "$STEPS" --images "$IMAGES" --batch "$BATCH" --scale "$SCALE" \
+  --size "$CASCADE_SIZE" --steps "$STEPS" --images "$IMAGES" --batch "$BATCH" --scale "$SCALE" \
   --device "$DEVICE" --skip-authors
 step activations_gpu_decode $PY -m cosy_bench.bench activations --decode gpu \
   --images "$((IMAGES * 8))" --device "$DEVICE" --folder "$OUT/jpegs"

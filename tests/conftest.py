@@ -5,11 +5,18 @@ tests import, are in ``helpers.py``.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import pytest
 from helpers import compose_config, no_network, smoke_overrides
 from omegaconf import DictConfig
+
+# subprocesses (`python -m cosy_bench ...`) run this checkout, not another installed copy
+_REPO = str(Path(__file__).resolve().parents[1])
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [_REPO, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))])
 
 
 @pytest.fixture(scope="session")

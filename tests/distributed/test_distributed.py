@@ -444,15 +444,14 @@ def _control_key_path(compose, cache: Path, *overrides: str) -> Path:
     """Where a run with ``overrides`` caches its control activations."""
     from hydra.utils import instantiate
 
-    from cosy_bench.cache.store import Cache, stable_hash
+    from cosy_bench.cache.store import Cache
     from cosy_bench.context import RunContext
     from cosy_bench.models import create_model
 
     cfg = compose([*overrides, f"paths.cache_dir={cache}"])
     model = create_model(cfg.model, seed=cfg.seed)
     ctx = RunContext(cfg, Cache(cache), model, model.layer(cfg.layer.name), None, 0)
-    key = stable_hash({**ctx.model_key, "dataset": instantiate(cfg.dataset).name})
-    return ctx.cache.path("activations", key, ".safetensors")
+    return ctx.activations_path(instantiate(cfg.dataset))
 
 
 # ----------------------------------------------------------------------------- launchers

@@ -149,7 +149,7 @@ def _kill_plan(i: int, rng: random.Random, ref_time: float, writes: int) -> dict
     plan = {"logger": "default" if i % 3 == 1 else "none"}
     if i % 2 == 1:
         plan.update(kind="write", write=rng.randint(1, max(1, writes)),
-                    stage=rng.choice(STAGES))
+                    point=rng.choice(STAGES))
     else:
         plan.update(kind="time", at=round(rng.uniform(0.5, ref_time), 2))
     return plan
@@ -159,7 +159,7 @@ def _trial(i: int, work: Path, plan: dict, ref_time: float, reference: dict,
            ref_summary: dict, overrides: Sequence[str]) -> dict:
     cache, out = work / f"t{i:02d}-cache", work / f"t{i:02d}"
     killed_log = work / f"t{i:02d}-killed.log"
-    kill_at = f"{plan['write']}:{plan['stage']}" if plan["kind"] == "write" else None
+    kill_at = f"{plan['write']}:{plan['point']}" if plan["kind"] == "write" else None
     start = time.monotonic()
     proc = _start(cache, work / f"t{i:02d}-killed", overrides, killed_log, plan["logger"],
                   kill_at)
@@ -191,7 +191,7 @@ def verdict(trials: list[dict]) -> str:
     differ = sorted({n for t in trials for n, same in t["identical"].items() if not same})
     parts = [f"{n_ok}/{len(trials)} trials ok",
              f"{len(killed)} killed mid-run ({len(in_write)} inside a write: "
-             + ", ".join(f"{sum(t['stage'] == s for t in in_write)} {s}" for s in STAGES) + ")",
+             + ", ".join(f"{sum(t['point'] == s for t in in_write)} {s}" for s in STAGES) + ")",
              f"the kills left {left['temporary']} temporary files, {left['claims']} claims, "
              f"{left['moved_aside']} moved-aside and {left['unverified']} unverified files",
              "all cleared by the reruns" if not kept else
@@ -225,7 +225,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         plan = _kill_plan(i, rng, ref_time, writes)
         trial = _trial(i, work, plan, ref_time, reference, ref_summary, args.overrides)
         trials.append(trial)
-        how = (f"in write {plan['write']} ({plan['stage']})" if plan["kind"] == "write"
+        how = (f"in write {plan['write']} ({plan['point']})" if plan["kind"] == "write"
                else f"at {plan['at']:5.1f} s")
         left = {k: v for k, v in trial["left_by_kill"].items() if v and k != "artefacts"}
         after = {k: trial["after_rerun"][k] for k in DEBRIS if trial["after_rerun"][k]}

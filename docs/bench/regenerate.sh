@@ -39,6 +39,7 @@ small)
     bench milan milan --images 32 64 --batch-size 16 --units 1 --batch-units 1
     bench faults faults --trials 1 explainer=ground_truth 'neurons.ids=[0,1,2]' n_images=4 \
         dataset.n=100
+    bench sae sae --n 10000 --epochs 5
     ;;
 full)
     bench scorers scorers --utest
@@ -53,6 +54,7 @@ full)
     bench explainers explainers
     bench milan milan
     bench faults faults --trials 20
+    bench sae sae
     ;;
 *) echo "usage: bash docs/bench/regenerate.sh small|full [NAME ...]" >&2; exit 2 ;;
 esac

@@ -44,7 +44,7 @@ def test_a_time_kill_and_a_kill_inside_a_write_on_a_small_toy_run(tmp_path, caps
 
 
 def _trial(ok=True, kept=0):
-    return {"trial": 0, "ok": ok, "killed": True, "kind": "write", "stage": "opened",
+    return {"trial": 0, "ok": ok, "killed": True, "kind": "write", "point": "opened",
             "left_by_kill": {"temporary": 1, "claims": 2},
             "after_rerun": {"temporary": kept, "claims": 0, "moved_aside": 0, "unverified": 0},
             "identical": {"results.csv": True, "summary.json": ok}}
@@ -52,6 +52,7 @@ def _trial(ok=True, kept=0):
 
 def test_the_verdict_is_computed_from_the_trials():
     assert "all cleared by the reruns" in verdict([_trial()])
+    assert "1 inside a write: 1 opened, 0 written" in verdict([_trial()])
     bad = verdict([_trial(), {**_trial(ok=False, kept=1), "trial": 1}])
     assert "1/2 trials ok" in bad and "debris left after the reruns of trials [1]" in bad
     assert "summary.json differed" in bad and "all cleared" not in bad

@@ -34,8 +34,12 @@ def test_headline_command_comes_after_quick_start_and_says_what_it_needs():
         assert need in section, need
 
 
-def test_readme_gives_the_suite_size_a_fast_subset_and_the_torch_fallback():
-    assert "about 700 tests" in README and 'python -m pytest -q -m "not slow"' in README
+def test_readme_gives_the_suite_size_a_fast_subset_and_the_torch_fallback(request):
+    stated = re.search(r"The test suite has (\d+) tests", README)
+    assert stated, "README states the number of tests"
+    if len(request.session.items) > 500:  # the whole suite is collected: the count holds
+        assert abs(int(stated.group(1)) - len(request.session.items)) <= 50
+    assert 'python -m pytest -q -m "not slow"' in README
     assert "default wheel works" in README
     assert "python -m sphinx -W --keep-going -b html docs docs/_build/html" in README
 

@@ -26,6 +26,14 @@ def compose() -> Callable[[Sequence[str]], DictConfig]:
 
 
 @pytest.fixture(scope="session")
+def toy_cache(tmp_path_factory) -> Path:
+    """One cache for the toy-world runs of several test files (control activations and
+    synthetic images are keyed by content, so sharing them changes no result); tests of the
+    cache itself use caches of their own."""
+    return tmp_path_factory.mktemp("toy-cache")
+
+
+@pytest.fixture(scope="session")
 def smoke() -> Callable[..., list[str]]:
     return smoke_overrides
 

@@ -13,8 +13,8 @@ from cosy_bench.ranks import names_concept, truth_concepts
 
 
 @pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("topk-cache")
+def cache_dir(toy_cache):
+    return toy_cache
 
 
 def toy(cache_dir, *extra):

@@ -14,8 +14,8 @@ from cosy_bench.toyworld.vocab import CONCEPTS
 
 
 @pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("toycache")
+def cache_dir(toy_cache):
+    return toy_cache
 
 
 def toy(cache_dir, *extra):

@@ -51,8 +51,8 @@ def test_mean_pooled_mpnet_with_random_weights_offline():
 
 
 @pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("labelsim")
+def cache_dir(toy_cache):
+    return toy_cache
 
 
 def toy(cache_dir, *extra):

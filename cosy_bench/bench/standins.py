@@ -1,7 +1,8 @@
 """Stand-ins, built offline, for the real inputs of the paper's setup, in their real formats
 (issue #19): random torchvision weights under their torchvision file names, ImageNet val and
 train folder layouts (grey, CMYK, progressive, EXIF-rotated and truncated JPEGs), a tiny
-Stable Diffusion pipeline saved with ``save_pretrained`` (fp16 variant), a random open_clip
+Stable Diffusion pipeline saved with ``save_pretrained`` (fp16 variant; CLIP's real BPE
+vocabulary in its tokenizer folder), a random open_clip
 ViT-B-16 weights file, a concept list. Scores on them mean nothing; every loader runs.
 
     python -m cosy_bench.bench.standins OUT [--image-size 64] [--sample-size 32]
@@ -86,7 +87,7 @@ def diffusers_pipeline(folder: Path, sample_size: int = 32) -> Path:
     from cosy_bench.generators.diffusers import build_tiny_pipeline
 
     if not (folder / "model_index.json").exists():
-        pipe = build_tiny_pipeline(seed=0, sample_size=sample_size)
+        pipe = build_tiny_pipeline(seed=0, sample_size=sample_size, vocabulary="clip")
         pipe.save_pretrained(folder, variant="fp16")
     return folder
 

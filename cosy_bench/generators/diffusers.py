@@ -157,12 +157,50 @@ def _byte_level_tokenizer_files(folder: Path) -> None:
     (folder / "merges.txt").write_text("#version: 0.2\n")
 
 
-def build_tiny_pipeline(seed: int = 0, sample_size: int = 32):
+#: token ids of CLIP's BPE vocabulary (49,408 tokens: 256 bytes, their ``</w>`` forms,
+#: 48,894 merges, then start and end of text), as in SD/SDXL's and open_clip's tokenizers
+CLIP_VOCAB_SIZE, CLIP_BOS, CLIP_EOS = 49408, 49406, 49407
+
+
+def clip_bpe_tokenizer_files(folder: Path) -> None:
+    """``vocab.json`` and ``merges.txt`` of CLIP's real BPE vocabulary in Hugging Face's
+    ``CLIPTokenizer`` format, made offline from the merges file open_clip ships
+    (``bpe_simple_vocab_16e6.txt.gz``): the tokenizer SD, SDXL and Stable Cascade load from
+    the hub, so prompts split into the same ids as there."""
+    import gzip
+
+    import open_clip
+
+    bpe = Path(open_clip.__file__).parent / "bpe_simple_vocab_16e6.txt.gz"
+    lines = gzip.open(bpe, "rt", encoding="utf-8").read().split("\n")
+    n_merges = CLIP_VOCAB_SIZE - 2 * 256 - 2
+    merges = lines[1:1 + n_merges]  # line 0 is the file's version header
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("\u00a1"), ord("\u00ac") + 1),
+                 *range(ord("\u00ae"), ord("\u00ff") + 1)]
+    extra = iter(range(256, 512))  # GPT-2/CLIP byte-to-unicode table, in CLIP's byte order
+    chars = [chr(b) for b in printable] + [chr(next(extra)) for b in range(256)
+                                           if b not in printable]
+    vocab = [*chars, *(c + "</w>" for c in chars), *(m.replace(" ", "") for m in merges),
+             "<|startoftext|>", "<|endoftext|>"]
+    if len(vocab) != CLIP_VOCAB_SIZE or len(set(vocab)) != CLIP_VOCAB_SIZE:
+        raise ValueError(f"{bpe}: expected CLIP's {CLIP_VOCAB_SIZE} distinct tokens, got "
+                         f"{len(set(vocab))}; reinstall open_clip_torch")
+    (folder / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(vocab)}),
+                                       encoding="utf-8")
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n",
+                                       encoding="utf-8")
+
+
+def build_tiny_pipeline(seed: int = 0, sample_size: int = 32, vocabulary: str = "bytes"):
     """A complete StableDiffusionPipeline with tiny random components, built offline.
 
     UNet, VAE, CLIP text encoder and tokenizer come from configs; weights are random under
     ``seed``. Images are ``8 * sample_size / 4`` pixels wide (VAE with two down blocks).
+    ``vocabulary``: ``"bytes"`` (514 byte-level tokens, ``generator=tiny``) or ``"clip"``
+    (CLIP's real 49,408-token BPE vocabulary, :func:`clip_bpe_tokenizer_files`).
     """
+    if vocabulary not in ("bytes", "clip"):
+        raise ValueError(f"vocabulary={vocabulary!r}: use 'bytes' or 'clip'")
     from diffusers import (
         AutoencoderKL,
         DDIMScheduler,
@@ -184,13 +222,16 @@ def build_tiny_pipeline(seed: int = 0, sample_size: int = 32):
         up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"), norm_num_groups=8,
         sample_size=sample_size * 2,
     )
+    bos, eos, size = (512, 513, 514) if vocabulary == "bytes" else \
+        (CLIP_BOS, CLIP_EOS, CLIP_VOCAB_SIZE)
     text_encoder = CLIPTextModel(CLIPTextConfig(
-        bos_token_id=512, eos_token_id=513, pad_token_id=513, hidden_size=32,
+        bos_token_id=bos, eos_token_id=eos, pad_token_id=eos, hidden_size=32,
         intermediate_size=37, layer_norm_eps=1e-05, num_attention_heads=4,
-        num_hidden_layers=2, vocab_size=514, max_position_embeddings=77,
+        num_hidden_layers=2, vocab_size=size, max_position_embeddings=77,
     ))
     with tempfile.TemporaryDirectory() as tmp:
-        _byte_level_tokenizer_files(Path(tmp))
+        (_byte_level_tokenizer_files if vocabulary == "bytes" else clip_bpe_tokenizer_files)(
+            Path(tmp))
         tokenizer = CLIPTokenizer(str(Path(tmp) / "vocab.json"), str(Path(tmp) / "merges.txt"),
                                   model_max_length=77)
     scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",

@@ -4,9 +4,9 @@ The UNet, VAE and both text encoders take the published configuration of
 ``stabilityai/stable-diffusion-xl-base-1.0`` (model_index.json, unet/, vae/, text_encoder/,
 text_encoder_2/ config files), so a pass over it costs what the real model costs (same
 layers, widths, attention heads and FLOPs); the weights are random, so the images are noise.
-The tokenizer is the byte-level one of the tiny pipeline (token ids < 514, inside both text
-encoders' vocabularies). ``scale`` divides every width (channels, hidden sizes, heads keep
-their size) for tests on a CPU; ``scale=1`` is the real shape (about 3.5 billion parameters:
+The tokenizers hold CLIP's real BPE vocabulary (49,408 tokens, made offline from open_clip's
+merges file), so prompts split into the ids the hub's tokenizers give. ``scale`` divides
+every width (channels, hidden sizes, heads keep their size) for tests on a CPU; ``scale=1`` is the real shape (about 3.5 billion parameters:
 14 GB in float32, 7 GB in float16).
 
 :func:`build_sdxl` gives a ``StableDiffusionXLPipeline``; :func:`unet_flops` counts the
@@ -20,7 +20,13 @@ from pathlib import Path
 
 import torch
 
-from cosy_bench.generators.diffusers import DiffusersGenerator, _byte_level_tokenizer_files
+from cosy_bench.generators.diffusers import (
+    CLIP_BOS,
+    CLIP_EOS,
+    CLIP_VOCAB_SIZE,
+    DiffusersGenerator,
+    clip_bpe_tokenizer_files,
+)
 
 #: unet/config.json of SDXL-base-1.0 (the keys that shape the network)
 SDXL_UNET = dict(
@@ -67,8 +73,9 @@ def unet_config(scale: int = 1) -> dict:
 
 
 def _text_config(base: dict, scale: int) -> dict:
-    cfg = dict(base, vocab_size=49408, max_position_embeddings=77, bos_token_id=512,
-               eos_token_id=513, pad_token_id=513, layer_norm_eps=1e-5)
+    cfg = dict(base, vocab_size=CLIP_VOCAB_SIZE, max_position_embeddings=77,
+               bos_token_id=CLIP_BOS, eos_token_id=CLIP_EOS, pad_token_id=CLIP_EOS,
+               layer_norm_eps=1e-5)
     if scale > 1:
         heads = cfg["num_attention_heads"]
         hidden = max(heads, cfg["hidden_size"] // scale // heads * heads)
@@ -109,7 +116,7 @@ def build_sdxl(scale: int = 1, seed: int = 0, dtype: torch.dtype = torch.float32
         for module in (unet, vae, te1, te2):
             module.to(dtype=dtype)
     with tempfile.TemporaryDirectory() as tmp:
-        _byte_level_tokenizer_files(Path(tmp))
+        clip_bpe_tokenizer_files(Path(tmp))
         tok = CLIPTokenizer(str(Path(tmp) / "vocab.json"), str(Path(tmp) / "merges.txt"),
                             model_max_length=77)
         tok_2 = CLIPTokenizer(str(Path(tmp) / "vocab.json"), str(Path(tmp) / "merges.txt"),

@@ -38,7 +38,7 @@ from pathlib import Path
 
 import torch
 
-from cosy_bench.generators.diffusers import DiffusersGenerator, _byte_level_tokenizer_files
+from cosy_bench.generators.diffusers import DiffusersGenerator, clip_bpe_tokenizer_files
 from cosy_bench.generators.faithful import SDXL_TEXT_2, _text_config
 
 _ATTN = ("SDCascadeResBlock", "SDCascadeTimestepBlock", "SDCascadeAttnBlock")
@@ -133,7 +133,7 @@ def build_cascade(scale: int = 1, seed: int = 0, dtype: torch.dtype = torch.floa
         if dtype != torch.float32:
             module.to(dtype=dtype)
     with tempfile.TemporaryDirectory() as tmp:
-        _byte_level_tokenizer_files(Path(tmp))
+        clip_bpe_tokenizer_files(Path(tmp))
         tokenizer = CLIPTokenizer(str(Path(tmp) / "vocab.json"), str(Path(tmp) / "merges.txt"),
                                   model_max_length=77, pad_token="!")  # as bigG's tokenizer
     pipe = StableCascadeCombinedPipeline(

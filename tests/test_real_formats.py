@@ -103,3 +103,33 @@ def test_the_real_path_with_other_generators_decoders_and_ddp(inputs, tmp_path, 
     assert [int(r["neuron"]) for r in rows] == [0, 1]
     assert all(r["explanation"] in {"tench", "goldfish", "Chihuahua"} for r in rows)
     assert all(0.0 <= float(r["auc"]) <= 1.0 for r in rows)
+
+
+def test_the_default_hub_ids_resolve_from_a_filled_hugging_face_cache(inputs, tmp_path):
+    """A user who ran once with a network, now offline: ``generator=sdxl`` and
+    ``clip=vit_b16_openai`` with no local-path override load from ``HF_HOME``'s hub cache
+    (``HF_HUB_OFFLINE=1``), and give what the same files give through the local-path
+    overrides (explanations and scores equal)."""
+    hf_home = standins.hub_cache(inputs, tmp_path / "hf")
+    base = {**os.environ, "TORCH_HOME": str(inputs["torch_home"]), "HF_HUB_OFFLINE": "1",
+            "WANDB_MODE": "disabled", "HOME": str(tmp_path / "home"), "PYTHONPATH": str(REPO)}
+    base.pop("HF_HUB_CACHE", None)
+    common = ["cosy_bench", "model=resnet18", "explainer=clip_dissect", "layer=output",
+              "neurons.ids=[0,1]", "n_images=2", "generator.num_inference_steps=1",
+              "generator_batch_size=2", "batch_size=4", "logger=none"]
+    local = standins.overrides(inputs)
+    hub = [o for o in local if not o.startswith(("generator.model_id=", "clip.pretrained="))]
+    assert len(hub) == len(local) - 2
+    _run([*common, *hub, f"hydra.run.dir={tmp_path / 'hub'}"],
+         {**base, "HF_HOME": str(hf_home), "COSY_CACHE_DIR": str(tmp_path / "c1")}, tmp_path)
+    _run([*common, *local, f"hydra.run.dir={tmp_path / 'local'}"],
+         {**base, "HF_HOME": str(tmp_path / "empty-hf"), "COSY_CACHE_DIR": str(tmp_path / "c2")},
+         tmp_path)
+    summary = json.loads((tmp_path / "hub" / "summary.json").read_text())
+    assert summary["run"]["generator"] == standins.SDXL_REPO
+
+    def rows(name):
+        return [{k: r[k] for k in ("neuron", "explanation", "auc", "mad")}
+                for r in csv.DictReader((tmp_path / name / "results.csv").open())]
+
+    assert rows("hub") == rows("local") and len(rows("hub")) == 2

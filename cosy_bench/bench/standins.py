@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -120,6 +121,35 @@ def overrides(paths: dict[str, Path]) -> list[str]:
     return [f"generator.model_id={paths['sdxl']}", f"clip.pretrained={paths['clip']}",
             f"concepts.path={paths['concepts']}", f"dataset.root={paths['val']}",
             f"probe.root={paths['train']}"]
+
+
+#: the hub repositories the default configs load (generator=sdxl; clip=vit_b16_openai
+#: through open_clip's pretrained table) and the file open_clip asks the hub for
+SDXL_REPO = "stabilityai/stable-diffusion-xl-base-1.0"
+OPENAI_CLIP_REPO, OPENAI_CLIP_FILE = "timm/vit_base_patch16_clip_224.openai", \
+    "open_clip_pytorch_model.bin"
+
+
+def hub_cache(paths: dict[str, Path], hf_home: Path) -> Path:
+    """The Hugging Face cache of a user who ran once with a network, offline: the stand-in
+    pipeline and CLIP file under the default configs' hub ids in ``hf_home/hub``
+    (``models--OWNER--NAME/refs/main`` naming a snapshot folder that holds the files), so
+    ``HF_HOME=hf_home HF_HUB_OFFLINE=1`` runs ``generator=sdxl`` and ``clip=vit_b16_openai``
+    without ``generator.model_id`` or ``clip.pretrained``. Returns ``hf_home``."""
+    commit = "0" * 40
+    for repo, files in ((SDXL_REPO, None), (OPENAI_CLIP_REPO, {OPENAI_CLIP_FILE: paths["clip"]})):
+        root = hf_home / "hub" / f"models--{repo.replace('/', '--')}"
+        snapshot = root / "snapshots" / commit
+        if not snapshot.exists():
+            if files is None:
+                shutil.copytree(paths["sdxl"], snapshot)
+            else:
+                snapshot.mkdir(parents=True)
+                for name, src in files.items():
+                    shutil.copyfile(src, snapshot / name)
+        (root / "refs").mkdir(parents=True, exist_ok=True)
+        (root / "refs" / "main").write_text(commit)
+    return hf_home
 
 
 def main(argv=None) -> None:

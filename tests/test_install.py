@@ -51,8 +51,11 @@ def installed(tmp_path_factory):
     purelib = _run([str(bin_dir / "python"), "-c",
                     "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                    cwd=tmp, env=env).stdout.strip()
-    here = sysconfig.get_paths()["purelib"]
-    Path(purelib, "_parent_env.pth").write_text(here + "\n", encoding="utf-8")
+    # the dependencies come from this interpreter's site folders (a venv made with
+    # --system-site-packages has two); the wheel in the new venv comes first on sys.path
+    here = dict.fromkeys([sysconfig.get_paths()["purelib"],
+                          *(p for p in sys.path if p.endswith(("site-packages", "dist-packages")))])
+    Path(purelib, "_parent_env.pth").write_text("\n".join(here) + "\n", encoding="utf-8")
     _run([str(bin_dir / "python"), "-m", "pip", "install", "--no-deps", str(wheel)],
          cwd=tmp, env=env)
     work = tmp / "elsewhere"

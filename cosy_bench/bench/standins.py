@@ -137,18 +137,19 @@ def hub_cache(paths: dict[str, Path], hf_home: Path) -> Path:
     ``HF_HOME=hf_home HF_HUB_OFFLINE=1`` runs ``generator=sdxl`` and ``clip=vit_b16_openai``
     without ``generator.model_id`` or ``clip.pretrained``. Returns ``hf_home``."""
     commit = "0" * 40
-    for repo, files in ((SDXL_REPO, None), (OPENAI_CLIP_REPO, {OPENAI_CLIP_FILE: paths["clip"]})):
+
+    def snapshot(repo: str) -> Path:  # models--OWNER--NAME/snapshots/COMMIT, named by refs/main
         root = hf_home / "hub" / f"models--{repo.replace('/', '--')}"
-        snapshot = root / "snapshots" / commit
-        if not snapshot.exists():
-            if files is None:
-                shutil.copytree(paths["sdxl"], snapshot)
-            else:
-                snapshot.mkdir(parents=True)
-                for name, src in files.items():
-                    shutil.copyfile(src, snapshot / name)
         (root / "refs").mkdir(parents=True, exist_ok=True)
         (root / "refs" / "main").write_text(commit)
+        return root / "snapshots" / commit
+
+    pipeline = snapshot(SDXL_REPO)
+    if not pipeline.exists():
+        shutil.copytree(paths["sdxl"], pipeline)
+    clip = snapshot(OPENAI_CLIP_REPO)
+    clip.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(paths["clip"], clip / OPENAI_CLIP_FILE)
     return hf_home
 
 

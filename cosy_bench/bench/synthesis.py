@@ -124,17 +124,20 @@ def _sdxl(args, dtype, device) -> _Bench:
 
 def _cascade(args, dtype, device) -> _Bench:
     from cosy_bench.generators.diffusers import speed_up
-    from cosy_bench.generators.faithful_cascade import build_cascade, cascade_flops
+    from cosy_bench.generators.faithful_cascade import (
+        build_cascade,
+        cascade_flops,
+        latent_sides,
+    )
 
     if args.vae_fp16:
         raise SystemExit("--vae-fp16 is for --model sdxl: Stable Cascade's VQGAN decodes in "
                          "the pipeline's dtype already; drop the flag")
-    from cosy_bench.generators.faithful_cascade import latent_sides
-
-    if latent_sides(args.size)[1] % 2:
+    side = latent_sides(args.size)[1]
+    if side % 2:
         ok = [s for s in range(64, 1025, 64) if not latent_sides(s)[1] % 2]
         raise SystemExit(f"--size {args.size}: Stable Cascade's decoder latents would be "
-                         f"{latent_sides(args.size)[1]} wide, not a multiple of its patch size 2;"
+                         f"{side} wide, not a multiple of its patch size 2;"
                          f" pick a size such as {', '.join(map(str, ok[:6]))}")
     steps = args.steps or 10
     prior_steps = args.prior_steps or args.steps or 20

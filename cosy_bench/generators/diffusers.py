@@ -145,21 +145,28 @@ def speed_up(pipe, channels_last: bool = True, compile: bool = False) -> None:
             setattr(pipe, name, torch.compile(module, fullgraph=False))
 
 
-def _byte_level_tokenizer_files(folder: Path) -> None:
-    """A CLIP BPE vocabulary with no merges: every byte is a token (plus ``</w>`` forms)."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1),
-                 *range(ord("®"), ord("ÿ") + 1)]
-    # GPT-2/CLIP byte-to-unicode table: printable bytes map to themselves, the rest above 255
-    extra = iter(range(256, 512))
-    chars = [chr(b) if b in printable else chr(next(extra)) for b in range(256)]
-    vocab = chars + [c + "</w>" for c in chars] + ["<|startoftext|>", "<|endoftext|>"]
-    (folder / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(vocab)}))
-    (folder / "merges.txt").write_text("#version: 0.2\n")
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2/CLIP's byte-to-unicode table, in CLIP's order: the printable bytes map to
+    themselves, then the others, in byte order, to the characters from 256 on."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("\u00a1"), ord("\u00ac") + 1),
+                 *range(ord("\u00ae"), ord("\u00ff") + 1)]
+    others = [b for b in range(256) if b not in printable]
+    return {**{b: chr(b) for b in printable},
+            **{b: chr(256 + i) for i, b in enumerate(others)}}
 
 
 #: token ids of CLIP's BPE vocabulary (49,408 tokens: 256 bytes, their ``</w>`` forms,
 #: 48,894 merges, then start and end of text), as in SD/SDXL's and open_clip's tokenizers
 CLIP_VOCAB_SIZE, CLIP_BOS, CLIP_EOS = 49408, 49406, 49407
+
+
+def _byte_level_tokenizer_files(folder: Path) -> None:
+    """A CLIP BPE vocabulary with no merges: every byte is a token (plus ``</w>`` forms)."""
+    table = _bytes_to_unicode()
+    chars = [table[b] for b in range(256)]
+    vocab = chars + [c + "</w>" for c in chars] + ["<|startoftext|>", "<|endoftext|>"]
+    (folder / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(vocab)}))
+    (folder / "merges.txt").write_text("#version: 0.2\n")
 
 
 def clip_bpe_tokenizer_files(folder: Path) -> None:
@@ -175,11 +182,7 @@ def clip_bpe_tokenizer_files(folder: Path) -> None:
     lines = gzip.open(bpe, "rt", encoding="utf-8").read().split("\n")
     n_merges = CLIP_VOCAB_SIZE - 2 * 256 - 2
     merges = lines[1:1 + n_merges]  # line 0 is the file's version header
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("\u00a1"), ord("\u00ac") + 1),
-                 *range(ord("\u00ae"), ord("\u00ff") + 1)]
-    extra = iter(range(256, 512))  # GPT-2/CLIP byte-to-unicode table, in CLIP's byte order
-    chars = [chr(b) for b in printable] + [chr(next(extra)) for b in range(256)
-                                           if b not in printable]
+    chars = list(_bytes_to_unicode().values())
     vocab = [*chars, *(c + "</w>" for c in chars), *(m.replace(" ", "") for m in merges),
              "<|startoftext|>", "<|endoftext|>"]
     if len(vocab) != CLIP_VOCAB_SIZE or len(set(vocab)) != CLIP_VOCAB_SIZE:
@@ -191,6 +194,21 @@ def clip_bpe_tokenizer_files(folder: Path) -> None:
                                        encoding="utf-8")
 
 
+def clip_tokenizer(vocabulary: str = "clip", **kwargs):
+    """A ``CLIPTokenizer`` (77 tokens) built offline: ``vocabulary="clip"`` holds CLIP's real
+    BPE vocabulary (:func:`clip_bpe_tokenizer_files`), ``"bytes"`` 514 byte-level tokens;
+    ``kwargs`` go to the tokenizer (e.g. ``pad_token="!"`` as SDXL's second one)."""
+    from transformers import CLIPTokenizer
+
+    write = {"clip": clip_bpe_tokenizer_files, "bytes": _byte_level_tokenizer_files}
+    if vocabulary not in write:
+        raise ValueError(f"vocabulary={vocabulary!r}: use 'bytes' or 'clip'")
+    with tempfile.TemporaryDirectory() as tmp:
+        write[vocabulary](Path(tmp))
+        return CLIPTokenizer(str(Path(tmp) / "vocab.json"), str(Path(tmp) / "merges.txt"),
+                             model_max_length=77, **kwargs)
+
+
 def build_tiny_pipeline(seed: int = 0, sample_size: int = 32, vocabulary: str = "bytes"):
     """A complete StableDiffusionPipeline with tiny random components, built offline.
 
@@ -199,16 +217,15 @@ def build_tiny_pipeline(seed: int = 0, sample_size: int = 32, vocabulary: str = 
     ``vocabulary``: ``"bytes"`` (514 byte-level tokens, ``generator=tiny``) or ``"clip"``
     (CLIP's real 49,408-token BPE vocabulary, :func:`clip_bpe_tokenizer_files`).
     """
-    if vocabulary not in ("bytes", "clip"):
-        raise ValueError(f"vocabulary={vocabulary!r}: use 'bytes' or 'clip'")
     from diffusers import (
         AutoencoderKL,
         DDIMScheduler,
         StableDiffusionPipeline,
         UNet2DConditionModel,
     )
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+    from transformers import CLIPTextConfig, CLIPTextModel
 
+    tokenizer = clip_tokenizer(vocabulary)  # first: a wrong vocabulary fails before any model
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(
         block_out_channels=(32, 64), layers_per_block=1, sample_size=sample_size,
@@ -229,11 +246,6 @@ def build_tiny_pipeline(seed: int = 0, sample_size: int = 32, vocabulary: str = 
         intermediate_size=37, layer_norm_eps=1e-05, num_attention_heads=4,
         num_hidden_layers=2, vocab_size=size, max_position_embeddings=77,
     ))
-    with tempfile.TemporaryDirectory() as tmp:
-        (_byte_level_tokenizer_files if vocabulary == "bytes" else clip_bpe_tokenizer_files)(
-            Path(tmp))
-        tokenizer = CLIPTokenizer(str(Path(tmp) / "vocab.json"), str(Path(tmp) / "merges.txt"),
-                                  model_max_length=77)
     scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                               clip_sample=False, set_alpha_to_one=False,
                               steps_offset=1)

@@ -6,17 +6,14 @@ text_encoder_2/ config files), so a pass over it costs what the real model costs
 layers, widths, attention heads and FLOPs); the weights are random, so the images are noise.
 The tokenizers hold CLIP's real BPE vocabulary (49,408 tokens, made offline from open_clip's
 merges file), so prompts split into the ids the hub's tokenizers give. ``scale`` divides
-every width (channels, hidden sizes, heads keep their size) for tests on a CPU; ``scale=1`` is the real shape (about 3.5 billion parameters:
-14 GB in float32, 7 GB in float16).
+every width (channels, hidden sizes, heads keep their size) for tests on a CPU; ``scale=1``
+is the real shape (about 3.5 billion parameters: 14 GB in float32, 7 GB in float16).
 
 :func:`build_sdxl` gives a ``StableDiffusionXLPipeline``; :func:`unet_flops` counts the
 UNet's FLOPs of one denoising step without allocating it (meta tensors).
 """
 
 from __future__ import annotations
-
-import tempfile
-from pathlib import Path
 
 import torch
 
@@ -25,7 +22,7 @@ from cosy_bench.generators.diffusers import (
     CLIP_EOS,
     CLIP_VOCAB_SIZE,
     DiffusersGenerator,
-    clip_bpe_tokenizer_files,
+    clip_tokenizer,
 )
 
 #: unet/config.json of SDXL-base-1.0 (the keys that shape the network)
@@ -94,12 +91,7 @@ def build_sdxl(scale: int = 1, seed: int = 0, dtype: torch.dtype = torch.float32
         StableDiffusionXLPipeline,
         UNet2DConditionModel,
     )
-    from transformers import (
-        CLIPTextConfig,
-        CLIPTextModel,
-        CLIPTextModelWithProjection,
-        CLIPTokenizer,
-    )
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     if scale < 1:
         raise ValueError(f"scale must be >= 1 (1 = the real SDXL shape), got {scale}")
@@ -115,12 +107,8 @@ def build_sdxl(scale: int = 1, seed: int = 0, dtype: torch.dtype = torch.float32
     if dtype != torch.float32:
         for module in (unet, vae, te1, te2):
             module.to(dtype=dtype)
-    with tempfile.TemporaryDirectory() as tmp:
-        clip_bpe_tokenizer_files(Path(tmp))
-        tok = CLIPTokenizer(str(Path(tmp) / "vocab.json"), str(Path(tmp) / "merges.txt"),
-                            model_max_length=77)
-        tok_2 = CLIPTokenizer(str(Path(tmp) / "vocab.json"), str(Path(tmp) / "merges.txt"),
-                              model_max_length=77, pad_token="!")  # as SDXL's second one
+    tok = clip_tokenizer()
+    tok_2 = clip_tokenizer(pad_token="!")  # as SDXL's second one
     scheduler = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012,
                                        beta_schedule="scaled_linear", steps_offset=1,
                                        timestep_spacing="leading")

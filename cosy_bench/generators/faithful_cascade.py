@@ -33,12 +33,10 @@ one prior and one decoder call's FLOPs without allocating them (meta tensors).
 from __future__ import annotations
 
 import math
-import tempfile
-from pathlib import Path
 
 import torch
 
-from cosy_bench.generators.diffusers import DiffusersGenerator, clip_bpe_tokenizer_files
+from cosy_bench.generators.diffusers import DiffusersGenerator, clip_tokenizer
 from cosy_bench.generators.faithful import SDXL_TEXT_2, _text_config
 
 _ATTN = ("SDCascadeResBlock", "SDCascadeTimestepBlock", "SDCascadeAttnBlock")
@@ -119,7 +117,7 @@ def build_cascade(scale: int = 1, seed: int = 0, dtype: torch.dtype = torch.floa
     encoder, tokenizer and scheduler settings, as in diffusers' conversion script."""
     from diffusers import DDPMWuerstchenScheduler, StableCascadeCombinedPipeline, StableCascadeUNet
     from diffusers.pipelines.stable_cascade.pipeline_stable_cascade import PaellaVQModel
-    from transformers import CLIPTextConfig, CLIPTextModelWithProjection, CLIPTokenizer
+    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
 
     prior_cfg, decoder_cfg, vqgan_cfg, text_cfg = cascade_configs(scale)
     torch.manual_seed(seed)
@@ -132,10 +130,7 @@ def build_cascade(scale: int = 1, seed: int = 0, dtype: torch.dtype = torch.floa
         module.eval()
         if dtype != torch.float32:
             module.to(dtype=dtype)
-    with tempfile.TemporaryDirectory() as tmp:
-        clip_bpe_tokenizer_files(Path(tmp))
-        tokenizer = CLIPTokenizer(str(Path(tmp) / "vocab.json"), str(Path(tmp) / "merges.txt"),
-                                  model_max_length=77, pad_token="!")  # as bigG's tokenizer
+    tokenizer = clip_tokenizer(pad_token="!")  # as bigG's tokenizer
     pipe = StableCascadeCombinedPipeline(
         tokenizer=tokenizer, text_encoder=text_encoder, decoder=decoder,
         scheduler=DDPMWuerstchenScheduler(), vqgan=vqgan, prior_prior=prior,

@@ -8,6 +8,7 @@ pickle), then ``python -m cosy_bench.report`` on it. Tiny sizes; the stand-ins a
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 import subprocess
@@ -126,7 +127,8 @@ def test_the_default_hub_ids_resolve_from_a_filled_hugging_face_cache(inputs, tm
          {**base, "HF_HOME": str(tmp_path / "empty-hf"), "COSY_CACHE_DIR": str(tmp_path / "c2")},
          tmp_path)
     summary = json.loads((tmp_path / "hub" / "summary.json").read_text())
-    assert summary["run"]["generator"] == standins.SDXL_REPO
+    commit = hashlib.sha1(standins.SDXL_REPO.encode()).hexdigest()  # hub_cache's stand-in commit
+    assert summary["run"]["generator"] == f"{standins.SDXL_REPO}@{commit[:12]}"
 
     def rows(name):
         return [{k: r[k] for k in ("neuron", "explanation", "auc", "mad")}

@@ -14,6 +14,7 @@ prints the overrides of the headline sweep on them (the real-format end-to-end t
 from __future__ import annotations
 
 import argparse
+import hashlib
 import shlex
 import shutil
 from pathlib import Path
@@ -136,9 +137,8 @@ def hub_cache(paths: dict[str, Path], hf_home: Path) -> Path:
     (``models--OWNER--NAME/refs/main`` naming a snapshot folder that holds the files), so
     ``HF_HOME=hf_home HF_HUB_OFFLINE=1`` runs ``generator=sdxl`` and ``clip=vit_b16_openai``
     without ``generator.model_id`` or ``clip.pretrained``. Returns ``hf_home``."""
-    commit = "0" * 40
-
     def snapshot(repo: str) -> Path:  # models--OWNER--NAME/snapshots/COMMIT, named by refs/main
+        commit = hashlib.sha1(repo.encode()).hexdigest()  # a stand-in commit id, one per repo
         root = hf_home / "hub" / f"models--{repo.replace('/', '--')}"
         (root / "refs").mkdir(parents=True, exist_ok=True)
         (root / "refs" / "main").write_text(commit)

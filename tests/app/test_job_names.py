@@ -7,7 +7,7 @@ from helpers import compose_config
 from omegaconf import OmegaConf, open_dict
 
 from cosy_bench.cache.fingerprint import short_overrides, short_value
-from cosy_bench.generators.base import generator_id
+from cosy_bench.generators.base import generator_id, hub_revision
 from cosy_bench.record import run_meta
 
 
@@ -35,7 +35,10 @@ def test_hydra_names_sweep_jobs_through_the_resolver():
     assert node.s.startswith("model=vit_b16,probe.root=train-")
 
 
-def test_the_generator_is_recorded_by_hub_id_or_folder_and_content(tmp_path):
+def test_the_generator_is_recorded_by_hub_id_or_folder_and_content(tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "no-hub"))
     cfg = compose_config(["model=resnet18", f"paths.cache_dir={tmp_path / 'cache'}"])
     assert run_meta(cfg)["generator"] == "stabilityai/stable-diffusion-xl-base-1.0"
     assert run_meta(cfg)["generator_option"] == "sdxl"
@@ -49,3 +52,26 @@ def test_the_generator_is_recorded_by_hub_id_or_folder_and_content(tmp_path):
     (folder / "model_index.json").write_text('{"changed": 1}')
     assert generator_id(cfg) != first
     assert run_meta(compose_config([]))["generator"] == "toyworld"
+
+
+def test_a_cached_hub_id_is_recorded_with_its_snapshot_commit(tmp_path, monkeypatch):
+    """A hub id found in the Hugging Face cache is recorded with the commit of the snapshot
+    that ``refs/main`` names, so a run says which revision of the weights made its images."""
+    import huggingface_hub.constants
+
+    from cosy_bench.bench import standins
+
+    pipeline = tmp_path / "pipe"
+    pipeline.mkdir()
+    (pipeline / "model_index.json").write_text("{}")
+    (tmp_path / "clip.bin").write_bytes(b"x")
+    hf_home = standins.hub_cache({"sdxl": pipeline, "clip": tmp_path / "clip.bin"}, tmp_path / "hf")
+    hub = hf_home / "hub"
+    commit = (hub / f"models--{standins.SDXL_REPO.replace('/', '--')}" / "refs" / "main").read_text()
+    assert len(commit) == 40 and commit != "0" * 40
+    assert hub_revision(standins.SDXL_REPO, hub) == commit
+    assert hub_revision("nobody/nothing", hub) is None
+    assert hub_revision("not a repo id", hub) is None
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(hub))
+    cfg = compose_config(["model=resnet18", f"paths.cache_dir={tmp_path / 'cache'}"])
+    assert generator_id(cfg) == f"{standins.SDXL_REPO}@{commit[:12]}"

@@ -13,11 +13,14 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from helpers import REPO
 
 from cosy_bench.bench import standins
+from cosy_bench.cache.store import stable_hash
+from cosy_bench.prompts import make_prompt
 
 pytestmark = pytest.mark.slow
 
@@ -76,6 +79,43 @@ def test_the_headline_sweep_runs_on_real_format_stand_ins(inputs, tmp_path):
         assert auc["ci_low"] is None or 0.0 <= auc["ci_low"] <= auc["ci_high"] <= 1.0
     _run(["cosy_bench.report", str(sweep)], env, tmp_path)
     assert any(sweep.rglob("*.csv"))
+
+
+def test_netdissect_and_compexp_label_units_with_broden_names(inputs, tmp_path):
+    """The documented Broden override (``probe=broden probe.root=DIR``) in a sweep over both
+    models: NetDissect and CompExp label the units with the Broden folder's names (CompExp:
+    formulas of them), scored on the real-format control folder and pipeline, and the
+    prompts read Broden's names as words."""
+    env = {**os.environ, "TORCH_HOME": str(inputs["torch_home"]), "HF_HUB_OFFLINE": "1",
+           "COSY_CACHE_DIR": str(tmp_path / "cache"), "WANDB_MODE": "disabled",
+           "HOME": str(tmp_path / "home"), "PYTHONPATH": str(REPO)}
+    sweep = tmp_path / "sweep"
+    local = [o for o in standins.overrides(inputs) if not o.startswith("probe.root=")]
+    _run(["cosy_bench", "-m", "explainer=netdissect,compexp", "model=resnet18,vit_b16", *local,
+          "probe=broden", f"probe.root={inputs['broden']}", "layer=output",
+          "neurons.ids=[0,1]", "n_images=2", "generator.num_inference_steps=1",
+          "generator_batch_size=2", "batch_size=4", f"hydra.sweep.dir={sweep}", "logger=none"],
+         env, tmp_path)
+    jobs = sorted(p for p in sweep.iterdir() if (p / "summary.json").exists())
+    assert len(jobs) == 4, sorted(p.name for p in sweep.iterdir())
+    names = {name for name, _ in standins.BRODEN_LABELS}
+    for job in jobs:
+        run = json.loads((job / "summary.json").read_text())["run"]
+        rows = list(csv.DictReader((job / "results.csv").open()))
+        assert [int(r["neuron"]) for r in rows] == [0, 1]
+        for r in rows:
+            assert 0.0 <= float(r["auc"]) <= 1.0
+            words = set(r["explanation"].replace("(", " ").replace(")", " ").split())
+            terms = words - {"AND", "OR", "NOT"}
+            assert terms and terms <= names, (run["explainer"], r["explanation"])
+            if run["explainer"] == "netdissect":
+                assert r["explanation"] in names
+        # the images of "red-c" are those of the prompt "... close up of red"
+        for image in csv.DictReader((job / "synthetic_images.csv").open()):
+            folder = Path(image["path"]).parent.name
+            assert folder == stable_hash(make_prompt("p5", image["concept"]))
+            if "-" in image["concept"]:
+                assert folder != stable_hash(f"realistic photo of a close up of {image['concept']}")
 
 
 @pytest.mark.parametrize("variant", [

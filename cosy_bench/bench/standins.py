@@ -3,7 +3,7 @@
 train folder layouts (grey, CMYK, progressive, EXIF-rotated and truncated JPEGs), a tiny
 Stable Diffusion pipeline saved with ``save_pretrained`` (fp16 variant; CLIP's real BPE
 vocabulary in its tokenizer folder), a random open_clip
-ViT-B-16 weights file, a concept list. Scores on them mean nothing; every loader runs.
+ViT-B-16 weights file, a concept list, a Broden folder (``probe=broden``). Scores on them mean nothing; every loader runs.
 
     python -m cosy_bench.bench.standins OUT [--image-size 64] [--sample-size 32]
 
@@ -67,7 +67,9 @@ def imagenet_folders(root: Path, per_class: int = 5, size: int = 64) -> tuple[Pa
 def torchvision_weights(torch_home: Path, archs=("resnet18", "vit_b_16"),
                         weights: str = "IMAGENET1K_V1") -> dict[str, Path]:
     """Random weights of ``archs`` saved under torchvision's file names in
-    ``TORCH_HOME/hub/checkpoints/`` (where torchvision looks before downloading)."""
+    ``TORCH_HOME/hub/checkpoints/`` (where torchvision looks before downloading); weight
+    matrices that torchvision initialises to zero (ViT's head) are drawn at random too, so
+    that every unit varies across images as trained weights make it."""
     from torchvision.models import get_model, get_model_weights
 
     out = {}
@@ -78,7 +80,11 @@ def torchvision_weights(torch_home: Path, archs=("resnet18", "vit_b_16"),
         path = folder / Path(url).name
         if not path.exists():
             torch.manual_seed(0)
-            torch.save(get_model(arch, weights=None).state_dict(), path)
+            state = get_model(arch, weights=None).state_dict()
+            for value in state.values():  # ViT's head starts at zero: every logit constant
+                if value.dim() >= 2 and not value.any():
+                    value.normal_(0.0, 0.02)
+            torch.save(state, path)
         out[arch] = path
     return out
 
@@ -105,6 +111,71 @@ def open_clip_file(path: Path, model_name: str = "ViT-B-16") -> Path:
     return path
 
 
+#: Broden labels of the stand-in folder: (name, categories with pixel/image counts); the
+#: first category listed is the primary one (the largest coverage in ``c_<category>.csv``)
+BRODEN_LABELS = (("red-c", "color(40)"), ("blue-c", "color(30)"), ("sky", "object(30)"),
+                 ("tree", "object(20);part(2)"), ("grass", "object(25)"), ("wheel", "part(12)"),
+                 ("head", "part(10);object(1)"), ("kitchen-s", "scene(3)"),
+                 ("street-s", "scene(3)"), ("striped", "texture(3)"), ("dotted", "texture(3)"))
+
+
+def broden_folder(root: Path, n: int = 8, size: int = 64) -> Path:
+    """A Broden folder in the published layout (``broden1_224``): ``index.csv``,
+    ``label.csv``, ``c_<category>.csv`` and ``images/`` with JPEGs and segmentation PNGs
+    (label number = R + 256 G, at half the image size as the published 112 px of 224)."""
+    import csv
+
+    if (root / "index.csv").exists():
+        return root
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    number = {name: i + 1 for i, (name, _) in enumerate(BRODEN_LABELS)}
+    rng, seg = np.random.default_rng(7), size // 2
+    rows = []
+
+    def png(name: str, labels: np.ndarray) -> str:
+        rgb = np.zeros((*labels.shape, 3), dtype=np.uint8)
+        rgb[..., 0], rgb[..., 1] = labels % 256, labels // 256
+        Image.fromarray(rgb).save(root / "images" / name)
+        return name
+
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(
+            root / "images" / f"{i:04d}.jpg", quality=90)
+        color = np.where(rng.random((seg, seg)) < 0.5, number["red-c"], number["blue-c"])
+        obj = np.zeros((seg, seg), dtype=np.int64)
+        obj[: seg // 3] = number["sky"]
+        obj[seg // 3: 2 * seg // 3, : seg // 2] = number["tree"]
+        obj[2 * seg // 3:] = number["grass"]
+        part = np.zeros((seg, seg), dtype=np.int64)
+        part[-seg // 4:, : seg // 4] = number["wheel" if i % 2 else "head"]
+        rows.append({"image": f"{i:04d}.jpg", "split": "train" if i % 4 else "val",
+                     "ih": size, "iw": size, "sh": seg, "sw": seg,
+                     "color": png(f"{i:04d}_color.png", color),
+                     "object": png(f"{i:04d}_object.png", obj),
+                     "part": png(f"{i:04d}_part.png", part) if i % 3 else "", "material": "",
+                     "scene": str(number["kitchen-s" if i % 2 else "street-s"]),
+                     "texture": f"{number['striped' if i % 2 else 'dotted']};"})
+    with open(root / "index.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    with open(root / "label.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["number", "name", "category", "frequency", "coverage", "syns"])
+        for name, cats in BRODEN_LABELS:
+            writer.writerow([number[name], name, cats, n, 0.1, ""])
+    for cat in ("object", "part", "scene", "texture", "color", "material"):
+        with open(root / f"c_{cat}.csv", "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["code", "number", "name", "frequency", "coverage"])
+            for name, cats in BRODEN_LABELS:
+                listed = [c.split("(")[0] for c in cats.split(";")]
+                if cat in listed:  # the first category listed covers most
+                    writer.writerow([listed.index(cat) + 1, number[name], name, n,
+                                     1.0 / (1 + listed.index(cat))])
+    return root
+
+
 def build(out: Path, image_size: int = 64, sample_size: int = 32) -> dict[str, Path]:
     """Every stand-in under ``out``; returns their paths by role."""
     out.mkdir(parents=True, exist_ok=True)
@@ -114,7 +185,8 @@ def build(out: Path, image_size: int = 64, sample_size: int = 32) -> dict[str, P
     concepts.write_text("\n".join(CONCEPTS) + "\n")
     return {"val": val, "train": train, "torch_home": out / "torch", **weights,
             "sdxl": diffusers_pipeline(out / "sdxl-tiny", sample_size),
-            "clip": open_clip_file(out / "clip-vit-b-16.pt"), "concepts": concepts}
+            "clip": open_clip_file(out / "clip-vit-b-16.pt"), "concepts": concepts,
+            "broden": broden_folder(out / "broden1_224", size=image_size)}
 
 
 def overrides(paths: dict[str, Path]) -> list[str]:

@@ -61,7 +61,7 @@ def _describe_neurons(mask: Tensor) -> str:
     return f"neuron{'s' if len(idx) > 1 else ''} {shown}{more}"
 
 
-def _check_one(name: str, x: Tensor, rows: str) -> None:
+def _check_one(name: str, x: Tensor, rows: str, nan: bool = True) -> None:
     if not isinstance(x, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor [{rows}, K], got {type(x).__name__}")
     if x.dtype == torch.bool or x.is_complex():
@@ -73,15 +73,18 @@ def _check_one(name: str, x: Tensor, rows: str) -> None:
         raise ValueError(f"{name} is empty: it has no rows (shape {tuple(x.shape)})")
     if x.shape[1] == 0:
         raise ValueError(f"{name} is empty: it has no neurons (shape {tuple(x.shape)})")
-    if x.is_floating_point():
+    if nan and x.is_floating_point():
         nan_cols = torch.isnan(x).any(dim=0)
         if bool(nan_cols.any()):
             raise ValueError(f"{name} contains NaN in {_describe_neurons(nan_cols)}")
 
 
-def _validate(control: Tensor, concept: Tensor, min_control: int = 1) -> None:
-    """Check ``control [N, K]`` and ``concept [M, K]``; raise ``TypeError``/``ValueError``."""
-    _check_one("control", control, "N")
+def _validate(control: Tensor, concept: Tensor, min_control: int = 1,
+              control_nan: bool = True) -> None:
+    """Check ``control [N, K]`` and ``concept [M, K]``; raise ``TypeError``/``ValueError``.
+    ``control_nan=False`` leaves the control's NaN check to the sorted path (NaN sorts last:
+    :func:`~cosy_bench.scorers.sorted.score_sorted` finds them without a pass of its own)."""
+    _check_one("control", control, "N", nan=control_nan)
     _check_one("concept", concept, "M")
     if control.shape[1] != concept.shape[1]:
         raise ValueError(
@@ -114,14 +117,41 @@ def _comparison_dtype(control: Tensor, concept: Tensor) -> torch.dtype:
 _NUMPY_SORTABLE = (torch.float32, torch.float64, torch.int32, torch.int64)
 
 
+#: elements of ``[K, R]`` from which the CPU sort is split over threads
+_PARALLEL_SORT_MIN = 1 << 20
+
+
+def _row_blocks(k: int, size: int) -> list[slice]:
+    """The row blocks of a ``[k, ...]`` CPU job of ``size`` elements: one per intra-op
+    thread where the job is large enough to be worth splitting, else one."""
+    parts = max(1, min(torch.get_num_threads(), k)) if size >= _PARALLEL_SORT_MIN else 1
+    step = -(-k // parts)
+    return [slice(i, min(i + step, k)) for i in range(0, k, step)] or [slice(0, 0)]
+
+
+def _map_blocks(fn, blocks: list[slice]) -> list:
+    """``[fn(b) for b in blocks]``, on threads where there are several blocks (numpy's sort
+    and torch's kernels release the GIL)."""
+    if len(blocks) <= 1:
+        return [fn(b) for b in blocks]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(len(blocks)) as pool:
+        return list(pool.map(fn, blocks))
+
+
 def _sorted_columns(x: Tensor, dtype: torch.dtype) -> Tensor:
     """``[R, K]`` -> ``[K, R]`` in ``dtype``: each neuron's values ascending, contiguous (NaN
     last, as torch sorts). On CPU the sort runs in numpy: its vectorised sort is an order of
-    magnitude faster than ``torch.sort`` for float32 rows."""
+    magnitude faster than ``torch.sort`` for float32 rows; large inputs are split into row
+    blocks sorted on one thread each (numpy sorts on one core)."""
     rows = torch.empty(x.shape[1], x.shape[0], dtype=dtype, device=x.device)
     rows.copy_(x.T)  # one pass: transpose and convert together
     if rows.device.type == "cpu" and dtype in _NUMPY_SORTABLE:
-        rows.numpy().sort(axis=1)  # in place, through the shared memory
+        def sort(block: slice) -> None:
+            rows[block].numpy().sort(axis=1)  # in place, through the shared memory
+
+        _map_blocks(sort, _row_blocks(rows.shape[0], rows.numel()))
         return rows
     return torch.sort(rows, dim=1).values
 

@@ -231,9 +231,12 @@ def score_all(names: Iterable[str], control: Tensor, concept: Tensor) -> dict[st
     if text:
         raise ValueError(f"{text} score explanation texts, not activations: the pipeline "
                          "runs them (cosy_bench.pipeline.text_scores)")
-    _validate(control, concept, min_control=2 if "mad" in names else 1)
     fast = [n for n in names if _REGISTRY[n].sorted]
-    out = score_sorted(fast, sort_control(control), concept) if fast else {}
+    _validate(control, concept, min_control=2 if "mad" in names else 1,
+              control_nan=len(fast) < len(names))  # all sorted: NaN is found sorted
+    # the tie sums only where a U test needs them (one pass less for AUC and MAD)
+    utest = bool({"utest", "utest_p"} & set(fast))
+    out = score_sorted(fast, sort_control(control, ties=utest), concept) if fast else {}
     for name in names:
         scorer = _REGISTRY[name]
         if not scorer.sorted:

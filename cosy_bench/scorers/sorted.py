@@ -45,14 +45,16 @@ class SortedControl(NamedTuple):
 
     values: ``[K, N]`` ascending per neuron (float32/float64: a dtype holding the control
     values exactly). mean, std: float64 ``[K]`` (two-pass, std with ``N - 1``; 0 for
-    ``N = 1``). ties: float64 ``[K]``, ``sum (t^3 - t)`` over the tie groups of each column.
-    constant: bool ``[K]``, the column holds one value.
+    ``N = 1``). ties: float64 ``[K]``, ``sum (t^3 - t)`` over the tie groups of each column
+    (the U test's variance), or None where :func:`sort_control` was asked not to count them
+    (:func:`score_sorted` then counts them if a U test asks). constant: bool ``[K]``, the
+    column holds one value.
     """
 
     values: Tensor
     mean: Tensor
     std: Tensor
-    ties: Tensor
+    ties: Tensor | None
     constant: Tensor
 
     @property
@@ -62,38 +64,48 @@ class SortedControl(NamedTuple):
     def select(self, neurons: Sequence[int] | Tensor) -> SortedControl:
         """The same control set restricted to ``neurons`` (in that order)."""
         idx = torch.as_tensor(neurons, dtype=torch.long, device=self.values.device)
-        return SortedControl(*(t.index_select(0, idx) for t in self))
+        return SortedControl(*(None if t is None else t.index_select(0, idx) for t in self))
 
     def to_tensors(self) -> dict[str, Tensor]:
-        return dict(self._asdict())
+        """The tensors to save (with the tie sums: a saved control serves every scorer)."""
+        tensors = self._asdict()
+        if tensors["ties"] is None:
+            tensors["ties"] = _run_tie_term(self.values)
+        return tensors
 
     @classmethod
     def from_tensors(cls, tensors: dict[str, Tensor]) -> SortedControl:
         return cls(**{name: tensors[name] for name in cls._fields})
 
 
-def _row_stats(values: Tensor, chunk: int = _CHUNK) -> tuple[Tensor, Tensor, Tensor]:
-    """float64 mean, unbiased std (two-pass; 0 for ``N = 1``) and tie sum ``[K]`` of the
-    sorted rows ``values [K, N]``, a few rows at a time (they stay in the CPU's cache)."""
+def _row_stats(values: Tensor, chunk: int = _CHUNK, ties: bool = True
+               ) -> tuple[Tensor, Tensor, Tensor | None]:
+    """float64 mean, unbiased std (two-pass; 0 for ``N = 1``) and tie sum ``[K]`` (None
+    unless ``ties``) of the sorted rows ``values [K, N]``, a few rows at a time (they stay in
+    the CPU's cache)."""
     n = values.shape[1]
-    means, stds, ties = [], [], []
+    means, stds, tie_sums = [], [], []
     for start in range(0, values.shape[0], chunk):
         rows = values[start:start + chunk]
         x = rows.to(torch.float64, copy=True)  # never the sorted values themselves
         mean = x.mean(dim=1)
         means.append(mean)
         stds.append((x.sub_(mean[:, None]).square_().sum(dim=1) / max(n - 1, 1)).sqrt_())
-        ties.append(_run_tie_term(rows))
-    return torch.cat(means), torch.cat(stds), torch.cat(ties)
+        if ties:
+            tie_sums.append(_run_tie_term(rows))
+    return torch.cat(means), torch.cat(stds), torch.cat(tie_sums) if ties else None
 
 
-def sort_control(control: Tensor) -> SortedControl:
+def sort_control(control: Tensor, ties: bool = True) -> SortedControl:
     """Sort each control column once: ``[N, K]`` -> :class:`SortedControl` (``O(K N log N)``).
 
     Args:
         control: ``[N, K]`` real activations (``N >= 1``), any device. A column holding NaN
             is sorted (NaN last) but :func:`score_sorted` refuses to score its neuron, so
             that a NaN only stops the neurons a run scores.
+        ties: count the tie groups now (the U test's variance); False leaves
+            ``ties=None`` for a one-off AUC/MAD scoring (:func:`score_all`), which then
+            saves that pass over the values.
 
     >>> sc = sort_control(torch.tensor([[2.0, 1.0], [0.0, 3.0], [1.0, 2.0]]))  # N = 3, K = 2
     >>> sc.values.tolist(), sc.mean.tolist(), sc.std.tolist()
@@ -106,11 +118,11 @@ def sort_control(control: Tensor) -> SortedControl:
     dtype = control.dtype if control.dtype in (torch.float32, torch.float64) else (
         torch.float32 if control.dtype in (torch.float16, torch.bfloat16) else torch.float64)
     values = _sorted_columns(control, dtype)  # NaN sorts last; score_sorted refuses such neurons
-    mean, std, ties = _row_stats(values)
+    mean, std, tie_sums = _row_stats(values, ties=ties)
     # the same (near-)constant rule as cosy.mad: std <= rtol * max|A0|
     scale = torch.maximum(values[:, 0].abs(), values[:, -1].abs()).to(torch.float64)
     constant = (values[:, 0] == values[:, -1]) | (std <= NEAR_CONSTANT_RTOL * scale)
-    return SortedControl(values, mean, std, ties, constant)
+    return SortedControl(values, mean, std, tie_sums, constant)
 
 
 def _concept_rows(sorted_control: SortedControl, concept: Tensor) -> tuple[Tensor, Tensor]:
@@ -181,7 +193,10 @@ def score_sorted(names: Iterable[str], sorted_control: SortedControl, concept: T
             first = torch.ones_like(qs, dtype=torch.bool)
             torch.ne(qs[:, 1:], qs[:, :-1], out=first[:, 1:])
             extra = torch.where(first, _cube_minus(t0 + t1) - _cube_minus(t0), 0.0).sum(dim=1)
-            p = _utest_p(u, sorted_control.ties + extra, n, m)
+            control_ties = sorted_control.ties
+            if control_ties is None:  # sorted without them (sort_control(ties=False))
+                control_ties = _run_tie_term(sorted_control.values)
+            p = _utest_p(u, control_ties + extra, n, m)
     for name in names:
         if name == "auc":
             columns["auc"] = u / (n * m)

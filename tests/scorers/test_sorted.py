@@ -130,3 +130,44 @@ def test_sorted_mad_gives_near_constant_columns_zero_as_mad_does():
     assert fast[1].item() == 0.0 and fast[2].item() == 0.0
     assert fast[0].item() != 0.0 and fast[3].abs().item() > 100
     assert sorted_control.constant.tolist() == [False, True, True, False]
+
+
+def test_large_controls_are_sorted_in_row_blocks_on_threads_exactly():
+    """Above 2^20 values the CPU sort is split into row blocks, one thread each: the same
+    rows as torch.sort, NaN last, and the scores of the unsplit path."""
+    from cosy_bench.scorers.cosy import _PARALLEL_SORT_MIN, _row_blocks, _sorted_columns
+
+    g = torch.Generator().manual_seed(3)
+    control = torch.randn(20_000, 64, generator=g).round(decimals=2)  # ties
+    control[5, 7] = float("nan")
+    assert control.numel() >= _PARALLEL_SORT_MIN
+    assert len(_row_blocks(64, control.numel())) == min(torch.get_num_threads(), 64)
+    got = _sorted_columns(control, torch.float32)
+    assert torch.equal(got[:, :-1], torch.sort(control.T, dim=1).values[:, :-1])
+    assert torch.isnan(got[7, -1]) and not torch.isnan(got[:7, -1]).any()
+    keep = [k for k in range(64) if k != 7]
+    concept = torch.randn(30, 64, generator=g)
+    fast = score_sorted(["auc", "mad"], sort_control(control[:, keep]), concept[:, keep])
+    from sklearn.metrics import roc_auc_score
+
+    for j in (0, 31, 62):  # scikit-learn, one neuron at a time
+        k = keep[j]
+        labels = [0] * control.shape[0] + [1] * concept.shape[0]
+        want = roc_auc_score(labels, torch.cat([control[:, k], concept[:, k]]).numpy())
+        assert fast["auc"][j].item() == pytest.approx(want, abs=1e-12)
+
+
+def test_a_control_sorted_without_tie_sums_scores_the_same():
+    """``sort_control(ties=False)`` (score_all's AUC/MAD path) leaves ``ties`` None; a U test
+    then counts them itself, and saving fills them in: every value as the eager path."""
+    g = torch.Generator().manual_seed(5)
+    control = torch.randn(300, 6, generator=g).round(decimals=1)
+    concept = torch.randn(9, 6, generator=g).round(decimals=1)
+    lazy, eager = sort_control(control, ties=False), sort_control(control)
+    assert lazy.ties is None and eager.ties is not None
+    names = ["auc", "mad", "utest"]
+    a, b = score_sorted(names, lazy, concept), score_sorted(names, eager, concept)
+    assert all(torch.equal(a[c], b[c]) for c in b)
+    assert lazy.select([4, 1]).ties is None
+    assert torch.equal(lazy.to_tensors()["ties"], eager.ties)
+    assert score_all(["auc", "mad"], control, concept)["auc"].tolist() == b["auc"].tolist()

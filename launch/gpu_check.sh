@@ -11,13 +11,14 @@
 #   4. prints one table: step, seconds, status.
 # Usage:   WHEELS=/path/to/wheels bash launch/gpu_check.sh [--dry-run]
 # --dry-run (or GPU_CHECK_DRY=1): the same steps on the CPU at tiny sizes (tested in CI:
-# tests/test_gpu_check.py). OUT=... chooses the work folder (default: a temporary one).
+# tests/test_gpu_check.py). OUT=... chooses the work folder (default: a temporary one);
+# GPU_CHECK_EXPLAINERS=... the sweep's explainers (default invert,clip_dissect,milan).
 set -u
 DRY=${GPU_CHECK_DRY:-0}
 for arg in "$@"; do
   case "$arg" in
     --dry-run) DRY=1 ;;
-    -h|--help) sed -n 2,16p "$0"; exit 0 ;;
+    -h|--help) sed -n "2,/^set -u/{/^#/p}" "$0"; exit 0 ;;
     *) echo "gpu_check.sh: unknown argument $arg (use --dry-run)" >&2; exit 2 ;;
   esac
 done
@@ -59,7 +60,8 @@ sweep() {
       --image-size "$SIZE" --sample-size "$SAMPLE") || return 1
   export TORCH_HOME="$OUT/standins/torch"
   # shellcheck disable=SC2086  # the second line holds the overrides, one word each
-  $PY -m cosy_bench -m explainer=invert,clip_dissect,milan model=resnet18,vit_b16 \
+  $PY -m cosy_bench -m explainer="${GPU_CHECK_EXPLAINERS:-invert,clip_dissect,milan}" \
+      model=resnet18,vit_b16 \
       $(echo "$inputs" | tail -n 1) model.milan_checkpoint=random \
       layer=output "neurons.ids=[0,1,2,3]" \
       n_images="$IMAGES" generator_batch_size="$BATCH" generator.num_inference_steps="$STEPS" \

@@ -118,7 +118,8 @@ def read_published(path: str | Path, trust_checkpoint: bool = False) -> dict:
     """The dict of a published-format file (see the module docstring for what is trusted)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"MILAN checkpoint not found: {path} (explainer.checkpoint)")
+        raise FileNotFoundError(f"MILAN checkpoint not found: {path}: point model.milan_checkpoint "
+                                "(or explainer.checkpoint) at the file")
     if trust_checkpoint:
         log.warning("unpickling %s without restrictions (explainer.trust_checkpoint=true)", path)
         return torch.load(path, map_location="cpu", weights_only=False,
@@ -134,7 +135,7 @@ def read_published(path: str | Path, trust_checkpoint: bool = False) -> dict:
         raise ValueError(
             f"MILAN checkpoint {path} is damaged or not a checkpoint ({type(err).__name__}: "
             f"{err}); delete it so that it is downloaded again, or point "
-            "explainer.checkpoint at an intact file") from err
+            "model.milan_checkpoint (or explainer.checkpoint) at an intact file") from err
 
 
 def _props(entry: object, what: str, source: str) -> dict:
@@ -230,8 +231,9 @@ def download(name: str) -> Path:
         tmp.unlink(missing_ok=True)
         raise RuntimeError(
             f"MILAN checkpoint {name!r} is not cached at {target} and could not be downloaded "
-            f"from {url} ({err}). Download it elsewhere and pass explainer.checkpoint="
-            f"/path/milan-{name}.pth, or use explainer.checkpoint=random offline.") from err
+            f"from {url} ({err}). Download it elsewhere and pass model.milan_checkpoint="
+            f"/path/milan-{name}.pth, or use model.milan_checkpoint=random offline (in a run "
+            "of MILAN alone, explainer.checkpoint=... works too).") from err
     tmp.replace(target)
     return target
 
@@ -323,7 +325,8 @@ def load_captioner(checkpoint: str, trust_checkpoint: bool = False, seed: int = 
     if not path.exists():
         raise FileNotFoundError(
             f"MILAN checkpoint {checkpoint!r} is neither a file nor a known name "
-            f"({sorted(PUBLISHED)}, toyworld, random) (explainer.checkpoint)")
+            f"({sorted(PUBLISHED)}, toyworld, random): set model.milan_checkpoint (or "
+            "explainer.checkpoint) to one of them or to a file")
     return captioner_from_published(read_published(path, trust_checkpoint), str(path))
 
 

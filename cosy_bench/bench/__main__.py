@@ -12,17 +12,21 @@ import importlib
 import pkgutil
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import cosy_bench.bench as _package
 from cosy_bench.bench import _markdown
 
 
 def available() -> list[str]:
-    """Names of the benchmark modules in this package."""
+    """Names of the benchmark modules in this package: those with a ``main`` (read from the
+    source, without importing them; helper modules such as ``dissection`` have none)."""
+    folder = Path(_package.__path__[0])
     return sorted(
         info.name
         for info in pkgutil.iter_modules(_package.__path__)
         if not info.name.startswith("_")
+        and "\ndef main(" in (folder / f"{info.name}.py").read_text(encoding="utf-8")
     )
 
 

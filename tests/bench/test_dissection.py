@@ -61,3 +61,16 @@ def test_few_labels_count_like_the_loop_and_too_few_are_refused(capsys):
                      re.M)
     with pytest.raises(ValueError, match="--dissect-concepts must be at least 4"):
         bench_main([*argv[:8], "3", *argv[9:]])
+
+
+def test_every_listed_bench_runs_and_helper_modules_are_not_listed():
+    """``python -m cosy_bench.bench NAME``: every NAME it lists has a ``main``; the helper
+    module ``dissection`` (rows of ``bench explainers``) is not offered as a bench."""
+    import importlib
+
+    from cosy_bench.bench.__main__ import available
+
+    names = available()
+    assert "dissection" not in names and {"scorers", "faults", "standins"} <= set(names)
+    assert all(callable(getattr(importlib.import_module(f"cosy_bench.bench.{n}"), "main", None))
+               for n in names)

@@ -304,3 +304,8 @@ def test_the_page_renders_in_headless_chromium(report, tmp_path):
     assert (pixels < 200).mean() > 0.02 and pixels.std() > 20
     # the top holds the title and table (dark text on white), the middle the figures
     assert (pixels[:400] < 128).mean() > 0.005 and (pixels[600:1400] < 200).mean() > 0.01
+    # the first screen's evidence: the neuron cards come right after the paper's table
+    page = report.read_text()
+    order = [page.find(h) for h in ("<h2>The paper's table", "<h2>Neurons", "<h2>Across layers")]
+    assert -1 not in order[:2] and order[0] < order[1], order
+    assert order[2] == -1 or order[1] < order[2], order

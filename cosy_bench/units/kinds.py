@@ -184,11 +184,20 @@ class SaeUnits(Units):
             return train_topk_sae(acts, settings, progress=progress, device=self.device)
 
         def load(p: Path):
-            tensors = ctx.cache.load_tensors(p)
-            if tensors is None:
+            found = {}
+
+            def check(tensors):  # a checksum-valid file the reader cannot use is damaged
+                meta = read_metadata(p)
+                dictionary = from_suite_file(tensors, meta, f"cached SAE {p.name}")
+                shape = (dictionary.d_in, dictionary.d_sae, dictionary.activation, dictionary.k)
+                want = (acts.shape[1], settings.d_sae, "topk", settings.k)
+                if shape != want:
+                    raise ValueError(f"(d_in, d_sae, activation, k) = {shape}, expected {want}")
+                found["value"] = dictionary, metrics_of(meta)
+
+            if ctx.cache.load_tensors(p, check=check) is None:
                 return None
-            meta = read_metadata(p)
-            return from_suite_file(tensors, meta, f"cached SAE {p.name}"), metrics_of(meta)
+            return found["value"]
 
         (dictionary, metrics), computed = compute_once(
             path, compute, lambda p, v: save_dictionary(p, *v), load, what="SAE training")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 
 import pytest
 import torch
@@ -18,7 +19,7 @@ SMALL = ["layer=conv4", "units=sae", "units.d_sae=16", "units.k=4", "units.epoch
 
 
 @pytest.mark.slow
-def test_sae_latents_run_like_neurons_and_hit_the_cache(compose, tmp_path):
+def test_sae_latents_run_like_neurons_and_hit_the_cache(compose, tmp_path, caplog):
     cache = tmp_path / "cache"
     cfg = compose([*SMALL, f"paths.cache_dir={cache}"])
     rec = run(cfg, tmp_path / "a")
@@ -47,6 +48,18 @@ def test_sae_latents_run_like_neurons_and_hit_the_cache(compose, tmp_path):
         assert list(csv.DictReader(f)) == first  # same latents, same cache entries
     summary = json.loads((tmp_path / "c" / "summary.json").read_text())
     assert summary["auc"]["mean"] == pytest.approx(rec.summary["auc"]["mean"])
+
+    # a checksum-valid cached SAE the reader cannot use: named, moved aside, trained again
+    from cosy_bench.cache.store import save_tensors_atomic
+
+    save_tensors_atomic(saved, {"W_enc": torch.zeros(3, 3)}, {"activation": "topk"})
+    with caplog.at_level(logging.WARNING, logger="cosy_bench"):
+        retrained = run(compose([*SMALL, f"paths.cache_dir={cache}"]), tmp_path / "d")
+    assert retrained.summary["run"]["sae_trained"] is True
+    assert any(saved.name in r.getMessage() and "moved aside" in r.getMessage()
+               for r in caplog.records), [r.getMessage() for r in caplog.records]
+    with open(tmp_path / "d" / "results.csv", newline="") as f:
+        assert list(csv.DictReader(f)) == first
 
 
 def test_latent_maps_and_a_wrong_layer(compose, tmp_path):

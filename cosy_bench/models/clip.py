@@ -17,16 +17,24 @@ def uses_quick_gelu(model_name: str, pretrained: str | None,
                     quick_gelu: bool | None = None) -> bool:
     """Whether the CLIP to build has QuickGELU activations, as its weights were trained.
 
-    ``quick_gelu`` true/false decides (a local file of OpenAI's weights: true); null: the
-    architecture's own config (``ViT-B-16-quickgelu``) or, for a tag, open_clip's pretrained
-    table (``open_clip.get_pretrained_cfg(name, tag)["quick_gelu"]``: OpenAI's weights)."""
+    For a tag of open_clip's pretrained table, the table decides
+    (``open_clip.get_pretrained_cfg(name, tag)["quick_gelu"]``: OpenAI's weights) with the
+    architecture's own config (``ViT-B-16-quickgelu``): a ``quick_gelu`` that disagrees is
+    overruled with a warning (``clip=vit_b16_openai clip.pretrained=laion2b_s34b_b88k`` gets
+    GELU). For a local file, ``quick_gelu`` true/false decides (OpenAI's weights: true);
+    null: the architecture's config."""
     import open_clip
 
-    if quick_gelu is not None:
-        return bool(quick_gelu)
-    arch = open_clip.get_model_config(model_name) or {}
+    arch = bool((open_clip.get_model_config(model_name) or {}).get("quick_gelu"))
     table = open_clip.get_pretrained_cfg(model_name, pretrained) if pretrained else {}
-    return bool(arch.get("quick_gelu") or (table or {}).get("quick_gelu"))
+    if table:
+        tagged = arch or bool(table.get("quick_gelu"))
+        if quick_gelu is not None and bool(quick_gelu) != tagged:
+            log.warning("clip.quick_gelu=%s ignored: open_clip's table says %s/%s weights were "
+                        "trained with %s", quick_gelu, model_name, pretrained,
+                        "QuickGELU" if tagged else "GELU")
+        return tagged
+    return bool(quick_gelu) if quick_gelu is not None else arch
 
 
 def open_clip_model(model_name: str = "ViT-B-16", pretrained: str | None = "openai",

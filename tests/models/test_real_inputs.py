@@ -83,6 +83,20 @@ def test_vit_b16_openai_builds_quick_gelu():
     assert uses_quick_gelu(node.model_name, node.pretrained, node.quick_gelu)
 
 
+def test_the_pretrained_table_overrules_quick_gelu_for_a_tag(caplog):
+    """``clip=vit_b16_openai clip.pretrained=<a LAION tag>``: the yaml's ``quick_gelu: true``
+    (meant for a local file of OpenAI's weights) does not turn the LAION weights' GELU into
+    QuickGELU; a local file still follows the setting."""
+    from cosy_bench.models.clip import uses_quick_gelu
+
+    with caplog.at_level("WARNING", logger="cosy_bench"):
+        assert uses_quick_gelu("ViT-B-16", "laion2b_s34b_b88k", True) is False
+    assert "quick_gelu=True ignored" in caplog.text
+    assert uses_quick_gelu("ViT-B-16", "openai", False) is True
+    assert uses_quick_gelu("ViT-B-16", "/weights/clip.pt", True) is True
+    assert uses_quick_gelu("ViT-B-16", "/weights/clip.pt", None) is False
+
+
 def _folder(root, names):
     for name in names:
         (root / name).mkdir(parents=True)

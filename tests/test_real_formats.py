@@ -78,7 +78,11 @@ def test_the_headline_sweep_runs_on_real_format_stand_ins(inputs, tmp_path):
         auc = summary["auc"]
         assert auc["ci_low"] is None or 0.0 <= auc["ci_low"] <= auc["ci_high"] <= 1.0
     _run(["cosy_bench.report", str(sweep)], env, tmp_path)
-    assert any(sweep.rglob("*.csv"))
+    board = list(csv.DictReader((sweep / "report" / "leaderboard.csv").open()))
+    assert len(board) == 6 and {r["method"] for r in board} == {"invert", "clip_dissect", "milan"}
+    assert all(r["generator"].startswith("sdxl-tiny@") and r["status"] == "complete"
+               and int(r["n"]) == 2 for r in board), board
+    assert "<h2>Neurons" in (sweep / "report" / "index.html").read_text()
 
 
 def test_netdissect_and_compexp_label_units_with_broden_names(inputs, tmp_path):

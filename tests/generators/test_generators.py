@@ -170,3 +170,26 @@ def test_synthesis_loop_writes_each_image_once(tiny, tmp_path):
     mtime = Path(items[0].path).stat().st_mtime_ns
     assert synthesize(tiny, items, _trainer(), batch_size=2) == 0  # all cached
     assert Path(items[0].path).stat().st_mtime_ns == mtime
+
+
+def test_a_saved_pipeline_loads_without_deprecation_or_low_cpu_mem_usage_warnings(
+        tmp_path, caplog, recwarn):
+    """Issue #19, item 9: the installed diffusers' dtype keyword (not the deprecated
+    ``torch_dtype``), and ``accelerate`` present, so loading a saved pipeline (fp16 variant,
+    as ``generator=sdxl`` loads it) warns neither about the keyword nor about
+    ``low_cpu_mem_usage``."""
+    import importlib.util
+    import logging
+
+    from cosy_bench.generators.diffusers import build_tiny_pipeline, dtype_keyword
+
+    assert importlib.util.find_spec("accelerate") is not None
+    build_tiny_pipeline(seed=0, sample_size=16).save_pretrained(tmp_path / "p", variant="fp16")
+    gen = DiffusersGenerator(model_id=str(tmp_path / "p"), num_inference_steps=1,
+                             dtype="float16", variant="fp16")
+    with caplog.at_level(logging.WARNING):
+        gen.setup("cpu")
+    said = caplog.text + " ".join(str(w.message) for w in recwarn)
+    assert "torch_dtype" not in said and "low_cpu_mem_usage" not in said, said
+    assert dtype_keyword() in ("dtype", "torch_dtype")
+    assert gen.generate(["a red circle"], [0])[0].size[0] > 0

@@ -1,7 +1,9 @@
 """Neurons vs SAE latents side by side: for every run with ``units=sae`` and a run of the
 same model, base layer, method, generator and prompt on the layer's neurons, one pair of
-rows: mean AUC and MAD, the units with a probe-set truth (coverage), the ground-truth match
-over them, the monosemantic fraction, and the dictionary's R^2, L0 and dead latents."""
+rows: mean AUC and MAD, the units with a probe-set truth, the ground-truth match over them,
+the ground-truth coverage of their K explanations, the mean polysemanticity of the
+explanations (``explainer.top_k`` > 1), the monosemantic fraction, and the dictionary's R^2,
+L0 and dead latents."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from html import escape
 from cosy_bench.record import RunRecord
 
 COLUMNS = ("model", "layer", "method", "units", "n", "AUC", "MAD", "with truth",
-           "gt match", "monosemantic", "R²", "L0", "dead")
+           "gt match", "coverage", "polysemanticity", "monosemantic", "R²", "L0", "dead")
 
 
 def _key(record: RunRecord, layer: str) -> tuple:
@@ -41,6 +43,8 @@ def unit_row(record: RunRecord) -> dict:
             "AUC": _f((s.get("auc") or {}).get("mean")), "MAD": _f((s.get("mad") or {}).get("mean")),
             "with truth": f"{n_truth}/{n} ({n_truth / n:.0%})" if n else "–",
             "gt match": _f(u.get("ground_truth_match")),
+            "coverage": _f(s.get("ground_truth_coverage")),
+            "polysemanticity": _f(s.get("polysemanticity")),
             "monosemantic": _f(u.get("monosemantic_fraction")),
             "R²": _f(sae.get("r2")), "L0": _f(sae.get("l0"), 1),
             "dead": _f(sae.get("dead_fraction"))}
@@ -64,5 +68,8 @@ def side_by_side(records: list[RunRecord]) -> str:
             "latents of its sparse dictionary (units=sae), same method. With truth: units "
             "whose probe-set AUROC reaches the threshold for at least one planted concept; "
             "gt match: of those, the fraction whose explanation names one of them; "
+            "coverage: the fraction of their planted concepts named by any of their "
+            "explanations; polysemanticity: 1 minus the mean pairwise cosine of a unit's "
+            "explanations (explainer.top_k &gt; 1); "
             "monosemantic: of those, the fraction with exactly one.</p>"
             f"<table><tr>{head}</tr>{''.join(body)}</table>")

@@ -36,3 +36,34 @@ def test_pairs_and_rows():
     assert "Neurons vs SAE latents" in html and html.count("<tr") == 3
     assert "<th>coverage</th><th>polysemanticity</th>" in html and "<td class=num>0.750</td>" in html
     assert side_by_side([neurons]) == ""
+
+
+def test_a_units_card_lists_its_k_explanations_by_rank_with_scores_and_images(tmp_path):
+    """explainer.top_k=2: one card per unit, rank 1 first whatever the row order, each rank
+    with its AUC (and interval), MAD and its own synthetic images; the unit's
+    polysemanticity in the head."""
+    from PIL import Image
+
+    from cosy_bench.report.cards import Thumbnails, run_cards
+
+    images = []
+    for concept, colour in (("grass", (0, 200, 0)), ("red", (200, 0, 0))):
+        for i in range(2):
+            path = tmp_path / f"{concept}{i}.png"
+            Image.new("RGB", (16, 16), colour).save(path)
+            images.append({"concept": concept, "index": i, "path": str(path)})
+    rows = [{"neuron": 3, "rank": 2, "explanation": "red", "auc": 0.71, "auc_ci_low": 0.6,
+             "auc_ci_high": 0.8, "mad": 0.5, "polysemanticity": 0.42},
+            {"neuron": 3, "rank": 1, "explanation": "grass", "auc": 0.93, "auc_ci_low": 0.9,
+             "auc_ci_high": 0.96, "mad": 2.5, "polysemanticity": 0.42}]
+    record = RunRecord(rows, {"run": {}}, "", OmegaConf.create({}), images=images)
+    thumbs = Thumbnails(tmp_path / "report")
+    html = run_cards(record, "run", thumbs, open_=True)
+    assert html.count('<div class="card">') == 1
+    first, second = html.index("#1 grass: AUC <b>0.930</b> [0.90, 0.96]"), html.index(
+        "#2 red: AUC <b>0.710</b> [0.60, 0.80]")
+    assert first < second and "MAD 2.5" in html and "MAD 0.5" in html
+    assert "polysemanticity 0.420" in html
+    assert thumbs.written == 4  # both ranks' two images each
+    strips = html.split('<span class="lab">synthetic</span>')[1:]
+    assert [s.count("<img") for s in strips] == [2, 2]

@@ -27,6 +27,7 @@ JOBS = [[f"model={m}", f"explainer={e}"] for m, e in itertools.product(*SWEEP.va
 DATA_ENV = ("IMAGENET_VAL_DIR", "IMAGENET_TRAIN_DIR", "PLACES365_VAL_DIR", "HF_HUB_CACHE")
 DOC = REPO / "docs" / "real_models.md"
 DOC_SECTION = "## The paper's setup on a GPU machine"
+README_SECTION = "## The headline command"
 
 #: ``key=value`` in a printed text: a config key (or group) and a value, a ``<placeholder>``
 FIX = re.compile(r"(?<![\w.+/-])([a-z_][\w]*(?:[./][\w]+)*)=(<[^>]*>|[^\s,;)`'\"]+)")
@@ -90,6 +91,14 @@ def _printed_fixes(monkeypatch, tmp: Path) -> set[tuple[str, str]]:
     texts.append(str(err.value))
     section = DOC.read_text().split(DOC_SECTION, 1)[1].split("\n## ", 1)[0]
     texts += re.findall(r"```(?:bash|sh|console)?\n(.*?)```", section, re.S)
+    # the README's headline section: the inputs a GPU user supplies, in backticks
+    readme = (REPO / "README.md").read_text().split(README_SECTION, 1)[1].split("\n## ", 1)[0]
+    texts += re.findall(r"`([^`\n]*=[^`\n]*)`", readme)
+    from cosy_bench.explainers.milan.checkpoints import load_captioner
+
+    with pytest.raises(FileNotFoundError) as err:  # the MILAN loader's own hint
+        load_captioner("/missing/milan.pth")
+    texts.append(str(err.value))
     return {fix for text in texts for fix in overrides_in(text)}
 
 
@@ -125,7 +134,7 @@ def test_every_printed_fix_composes_in_the_headline_sweep(offline, monkeypatch):
     # the fixes this sweep needs are among them (they are collected, not listed by hand)
     assert {"generator.model_id", "clip.pretrained", "concepts.path", "dataset.root",
             "probe.root", "model.milan_checkpoint", "model.weights",
-            "probe.names_from_model"} <= keys, keys
+            "probe.names_from_model", "trainer", "debug"} <= keys, keys
     # hints name the run's groups, not the explainer's interpolated copies of them
     assert not {k for k in keys if k.startswith(("explainer.clip", "explainer.concepts",
                                                  "explainer.probe", "explainer/"))}

@@ -1,8 +1,8 @@
 """Stand-ins, built offline, for the real inputs of the paper's setup, in their real formats
 (issue #19): random torchvision weights under their torchvision file names, ImageNet val and
 train folder layouts (grey, CMYK, progressive, EXIF-rotated and truncated JPEGs), a tiny
-Stable Diffusion pipeline saved with ``save_pretrained`` (fp16 variant; CLIP's real BPE
-vocabulary in its tokenizer folder), a random open_clip
+Stable Diffusion XL pipeline saved with ``save_pretrained`` (fp16 variant; CLIP's real BPE
+vocabulary in its two tokenizer folders), a random open_clip
 ViT-B-16 weights file, a concept list, a Broden folder (``probe=broden``). Scores on them mean nothing; every loader runs.
 
     python -m cosy_bench.bench.standins OUT [--image-size 64] [--sample-size 32]
@@ -89,13 +89,24 @@ def torchvision_weights(torch_home: Path, archs=("resnet18", "vit_b_16"),
     return out
 
 
+#: SDXL stand-in widths: SDXL-base-1.0's architecture with every width divided by this
+SDXL_SCALE = 32
+
+
 def diffusers_pipeline(folder: Path, sample_size: int = 32) -> Path:
-    """A tiny Stable Diffusion pipeline (random weights) saved in the hub layout, with fp16
-    variant files (as ``generator=sdxl``'s ``variant: fp16`` loads them)."""
-    from cosy_bench.generators.diffusers import build_tiny_pipeline
+    """A tiny Stable Diffusion XL pipeline (random weights) saved in the hub layout:
+    SDXL-base-1.0's architecture (UNet with text-time conditioning, two text encoders and
+    tokenizers holding CLIP's real BPE vocabulary, the VAE) with widths divided by
+    :data:`SDXL_SCALE`, its UNet's ``sample_size`` set to ``sample_size`` (default images of
+    ``8 * sample_size`` px), saved in fp16 as ``*.fp16.safetensors`` files (as
+    ``generator=sdxl``'s ``variant: fp16`` loads them). About 17 MB."""
+    from cosy_bench.generators.faithful import build_sdxl
 
     if not (folder / "model_index.json").exists():
-        pipe = build_tiny_pipeline(seed=0, sample_size=sample_size, vocabulary="clip")
+        pipe = build_sdxl(scale=SDXL_SCALE, seed=0)
+        pipe.unet.register_to_config(sample_size=sample_size)
+        for module in (pipe.unet, pipe.vae, pipe.text_encoder, pipe.text_encoder_2):
+            torch.nn.Module.to(module, dtype=torch.float16)  # the hub's fp16 files
         pipe.save_pretrained(folder, variant="fp16")
     return folder
 

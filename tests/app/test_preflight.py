@@ -150,3 +150,13 @@ def test_the_app_prints_one_message_once_without_traceback(tmp_path):
     assert proc.returncode == 1 and "Traceback" not in out
     assert f"YAML syntax error in {conf / 'mine.yaml'}, line 4, column 15" in out
     assert "  4 | layers: {a: [1}" in out
+
+
+def test_hydra_full_error_shows_the_traceback_of_a_bad_input(tmp_path):
+    """``HYDRA_FULL_ERROR=1``: the same one-line message, now with the traceback on the
+    console (the way to debug what the short message hides)."""
+    proc = _app(["layer=nonexistent", f"hydra.run.dir={tmp_path / 'run'}",
+                 f"paths.cache_dir={tmp_path / 'cache'}"], tmp_path, HYDRA_FULL_ERROR="1")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1 and "Traceback" in out, out[-2000:]
+    assert "has no layer 'nonexistent'" in out

@@ -125,7 +125,7 @@ def _row_blocks(k: int, size: int) -> list[slice]:
     """The row blocks of a ``[k, ...]`` CPU job of ``size`` elements: one per intra-op
     thread where the job is large enough to be worth splitting, else one."""
     parts = max(1, min(torch.get_num_threads(), k)) if size >= _PARALLEL_SORT_MIN else 1
-    step = -(-k // parts)
+    step = max(1, -(-k // parts))
     return [slice(i, min(i + step, k)) for i in range(0, k, step)] or [slice(0, 0)]
 
 

@@ -130,6 +130,32 @@ BRODEN_LABELS = (("red-c", "color(40)"), ("blue-c", "color(30)"), ("sky", "objec
                  ("street-s", "scene(3)"), ("striped", "texture(3)"), ("dotted", "texture(3)"))
 
 
+def segmentation_png(path: Path, labels: np.ndarray) -> str:
+    """Write a Broden segmentation PNG (label number = R + 256 G) of ``labels [H, W]``;
+    returns the file's name, as ``index.csv`` lists it."""
+    rgb = np.zeros((*labels.shape, 3), dtype=np.uint8)
+    rgb[..., 0], rgb[..., 1] = labels % 256, labels // 256
+    Image.fromarray(rgb).save(path)
+    return path.name
+
+
+def write_broden_tables(root: Path, rows: list[dict], labels, frequency: int) -> None:
+    """``index.csv`` (one row per image, ``rows``) and ``label.csv`` of ``labels``, a list of
+    ``(number, name, category)`` with the published ``category`` spelling
+    (``"object(2);part(1)"``)."""
+    import csv
+
+    with open(root / "index.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    with open(root / "label.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["number", "name", "category", "frequency", "coverage", "syns"])
+        for number, name, category in labels:
+            writer.writerow([number, name, category, frequency, 0.1, ""])
+
+
 def broden_folder(root: Path, n: int = 8, size: int = 64) -> Path:
     """A Broden folder in the published layout (``broden1_224``): ``index.csv``,
     ``label.csv``, ``c_<category>.csv`` and ``images/`` with JPEGs and segmentation PNGs
@@ -144,10 +170,7 @@ def broden_folder(root: Path, n: int = 8, size: int = 64) -> Path:
     rows = []
 
     def png(name: str, labels: np.ndarray) -> str:
-        rgb = np.zeros((*labels.shape, 3), dtype=np.uint8)
-        rgb[..., 0], rgb[..., 1] = labels % 256, labels // 256
-        Image.fromarray(rgb).save(root / "images" / name)
-        return name
+        return segmentation_png(root / "images" / name, labels)
 
     for i in range(n):
         Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(
@@ -166,15 +189,8 @@ def broden_folder(root: Path, n: int = 8, size: int = 64) -> Path:
                      "part": png(f"{i:04d}_part.png", part) if i % 3 else "", "material": "",
                      "scene": str(number["kitchen-s" if i % 2 else "street-s"]),
                      "texture": f"{number['striped' if i % 2 else 'dotted']};"})
-    with open(root / "index.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    with open(root / "label.csv", "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["number", "name", "category", "frequency", "coverage", "syns"])
-        for name, cats in BRODEN_LABELS:
-            writer.writerow([number[name], name, cats, n, 0.1, ""])
+    write_broden_tables(root, rows, [(number[name], name, cats) for name, cats in BRODEN_LABELS],
+                        frequency=n)
     for cat in ("object", "part", "scene", "texture", "color", "material"):
         with open(root / f"c_{cat}.csv", "w", newline="") as f:
             writer = csv.writer(f)

@@ -13,18 +13,13 @@ import torch
 from PIL import Image
 from torch import nn
 
+from cosy_bench.bench.standins import segmentation_png as seg_png
+from cosy_bench.bench.standins import write_broden_tables
 from cosy_bench.data.broden import BRODEN_MD5, BrodenProbeSet, download
 from cosy_bench.explainers.netdissect import dissect, probe_categories
 
 LABELS = [(1, "red", "color(3)"), (2, "dog", "object(2);part(1)"), (3, "ear", "part(4)"),
           (4, "kitchen", "scene(2)"), (5, "striped", "texture(1)")]
-
-
-def seg_png(path, labels: np.ndarray) -> str:
-    rgb = np.zeros((*labels.shape, 3), dtype=np.uint8)
-    rgb[..., 0], rgb[..., 1] = labels % 256, labels // 256
-    Image.fromarray(rgb).save(path)
-    return path.name
 
 
 @pytest.fixture
@@ -49,15 +44,7 @@ def broden(tmp_path):
                      if i != 2 else "",
                      "part": seg_png(root / "images" / f"im{i}_part.png", part),
                      "material": "", "scene": "4" if i == 0 else "", "texture": "5;"})
-    with open(root / "index.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    with open(root / "label.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["number", "name", "category", "frequency", "coverage", "syns"])
-        for n, name, cat in LABELS:
-            w.writerow([n, name, cat, 1, 0.1, ""])
+    write_broden_tables(root, rows, LABELS, frequency=1)
     return root
 
 

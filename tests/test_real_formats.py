@@ -37,6 +37,14 @@ def inputs(tmp_path_factory):
     return paths
 
 
+def _env(inputs, tmp_path) -> dict:
+    """A user's environment offline: the stand-in weights in ``TORCH_HOME``, this test's
+    cache and home, W&B off, this checkout on the path."""
+    return {**os.environ, "TORCH_HOME": str(inputs["torch_home"]), "HF_HUB_OFFLINE": "1",
+            "COSY_CACHE_DIR": str(tmp_path / "cache"), "WANDB_MODE": "disabled",
+            "HOME": str(tmp_path / "home"), "PYTHONPATH": str(REPO)}
+
+
 def _run(args, env, cwd, timeout=900):
     proc = subprocess.run([sys.executable, "-m", *args], cwd=cwd, env=env, text=True,
                           capture_output=True, timeout=timeout)
@@ -45,9 +53,7 @@ def _run(args, env, cwd, timeout=900):
 
 
 def test_the_headline_sweep_runs_on_real_format_stand_ins(inputs, tmp_path):
-    env = {**os.environ, "TORCH_HOME": str(inputs["torch_home"]), "HF_HUB_OFFLINE": "1",
-           "COSY_CACHE_DIR": str(tmp_path / "cache"), "WANDB_MODE": "disabled",
-           "HOME": str(tmp_path / "home"), "PYTHONPATH": str(REPO)}
+    env = _env(inputs, tmp_path)
     sweep = tmp_path / "sweep"
     args = ["cosy_bench", "-m", "explainer=invert,clip_dissect,milan", "model=resnet18,vit_b16",
             *standins.overrides(inputs), f"model.milan_checkpoint={inputs['milan']}",
@@ -90,9 +96,7 @@ def test_netdissect_and_compexp_label_units_with_broden_names(inputs, tmp_path):
     models: NetDissect and CompExp label the units with the Broden folder's names (CompExp:
     formulas of them), scored on the real-format control folder and pipeline, and the
     prompts read Broden's names as words."""
-    env = {**os.environ, "TORCH_HOME": str(inputs["torch_home"]), "HF_HUB_OFFLINE": "1",
-           "COSY_CACHE_DIR": str(tmp_path / "cache"), "WANDB_MODE": "disabled",
-           "HOME": str(tmp_path / "home"), "PYTHONPATH": str(REPO)}
+    env = _env(inputs, tmp_path)
     sweep = tmp_path / "sweep"
     local = [o for o in standins.overrides(inputs) if not o.startswith("probe.root=")]
     _run(["cosy_bench", "-m", "explainer=netdissect,compexp", "model=resnet18,vit_b16", *local,
@@ -133,9 +137,7 @@ def test_netdissect_and_compexp_label_units_with_broden_names(inputs, tmp_path):
 def test_the_real_path_with_other_generators_decoders_and_ddp(inputs, tmp_path, variant):
     """``generator=stable_cascade_random``, ``dataset.decode=reduced|gpu`` and
     ``trainer=ddp_cpu`` on the real-format folders and weights (INVERT on resnet18)."""
-    env = {**os.environ, "TORCH_HOME": str(inputs["torch_home"]), "HF_HUB_OFFLINE": "1",
-           "COSY_CACHE_DIR": str(tmp_path / "cache"), "WANDB_MODE": "disabled",
-           "HOME": str(tmp_path / "home"), "PYTHONPATH": str(REPO)}
+    env = _env(inputs, tmp_path)
     run_dir = tmp_path / "run"
     local = [o for o in standins.overrides(inputs)  # a generator option of its own: no model_id
              if not (o.startswith("generator.model_id") and variant[0].startswith("generator="))]
@@ -156,8 +158,7 @@ def test_the_default_hub_ids_resolve_from_a_filled_hugging_face_cache(inputs, tm
     (``HF_HUB_OFFLINE=1``), and give what the same files give through the local-path
     overrides (explanations and scores equal)."""
     hf_home = standins.hub_cache(inputs, tmp_path / "hf")
-    base = {**os.environ, "TORCH_HOME": str(inputs["torch_home"]), "HF_HUB_OFFLINE": "1",
-            "WANDB_MODE": "disabled", "HOME": str(tmp_path / "home"), "PYTHONPATH": str(REPO)}
+    base = _env(inputs, tmp_path)
     base.pop("HF_HUB_CACHE", None)
     common = ["cosy_bench", "model=resnet18", "explainer=clip_dissect", "layer=output",
               "neurons.ids=[0,1]", "n_images=2", "generator.num_inference_steps=1",
